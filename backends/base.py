@@ -1,0 +1,222 @@
+"""The engine interface every backend implements, and the data that crosses it.
+
+Endpoints talk to engines only through these types: a :class:`GenerationRequest` goes in,
+:class:`GenerationChunk` objects come out of the async iterator ``generate()``. Engines never
+import FastAPI; endpoints never import an engine library.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from common.sampling import SamplingParams
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """One step of a model load: component ``model_type``, ``module`` of ``modules`` done."""
+
+    model_type: str
+    module: int
+    modules: int
+    status: Literal["processing", "finished"] = "processing"
+
+
+@dataclass(frozen=True)
+class DraftOptions:
+    path: Path | None
+    mode: Literal["model", "ngram"] = "model"
+    rope_scale: float = 1.0
+    rope_alpha: float | Literal["auto"] | None = None
+    cache_mode: str = "FP16"
+    gpu_split: tuple[float, ...] = ()
+    num_tokens: int = 4
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything an engine needs to load a model folder."""
+
+    path: Path
+    name: str
+    max_seq_len: int | None = None
+    cache_size: int | None = None
+    cache_mode: str = "FP16"
+    max_batch_size: int | None = None
+    chunk_size: int = 2048
+    rope_scale: float = 1.0
+    rope_alpha: float | Literal["auto"] | None = None
+    gpu_split_auto: bool = True
+    autosplit_reserve: tuple[float, ...] = (96,)
+    gpu_split: tuple[float, ...] = ()
+    tensor_parallel: bool = False
+    dtype: str = "auto"
+    draft: DraftOptions | None = None
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos_id: int | None
+    eos_ids: tuple[int, ...]
+    pad_id: int | None
+    bos_token: str | None
+    eos_token: str | None
+    pad_token: str | None
+    unk_token: str | None
+    add_bos_default: bool
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    backend: str
+    name: str
+    path: Path
+    max_seq_len: int
+    cache_size: int
+    max_batch_size: int
+    cache_mode: str
+    chunk_size: int
+    rope_scale: float = 1.0
+    rope_alpha: float | None = None
+    dtype: str = ""
+    device: str = "cpu"
+    draft: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    capabilities: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class GrammarSpec:
+    """A constraint for the output, as an llguidance grammar (JSON text)."""
+
+    grammar: str
+    description: str
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    token: str
+    logprob: float
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence to generate: prompt ids, resolved sampler settings and limits."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    stop_strings: tuple[str, ...] = ()
+    stop_token_ids: frozenset[int] = frozenset()
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    grammar: GrammarSpec | None = None
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    queue_time: float = 0.0
+    prefill_time: float = 0.0
+    generate_time: float = 0.0
+
+    @property
+    def total_time(self) -> float:
+        return self.queue_time + self.prefill_time + self.generate_time
+
+
+@dataclass
+class GenerationChunk:
+    """Text produced since the previous chunk; the last chunk carries finish data and stats."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    stats: GenerationStats | None = None
+
+
+class Engine(abc.ABC):
+    """A loaded model that encodes, decodes and generates. One instance per load."""
+
+    backend: str = "abstract"
+
+    def __init__(self, options: LoadOptions) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def load(self) -> AsyncIterator[LoadProgress]:
+        """Load the model, yielding progress; the last event has status ``finished``."""
+
+    @abc.abstractmethod
+    async def unload(self) -> None:
+        """Free the model; running jobs are cancelled. Safe to call twice."""
+
+    @abc.abstractmethod
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]:
+        """Token ids of ``text``; ``add_bos`` None follows the tokenizer's own default."""
+
+    @abc.abstractmethod
+    def decode(self, ids: list[int], decode_special: bool = True) -> str: ...
+
+    @abc.abstractmethod
+    def token_piece(self, token_id: int) -> str:
+        """The text of one token as it appears inside a longer text."""
+
+    @property
+    @abc.abstractmethod
+    def special_tokens(self) -> SpecialTokens: ...
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abc.abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Generate one sequence. Closing the iterator cancels the job in the engine."""
+
+    @property
+    def active_jobs(self) -> int:
+        return 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return 0
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        """Sampler settings of ``params`` this engine cannot apply (reported, never hidden)."""
+        return []
+
+    async def cancel_all(self) -> None:
+        """Cancel every running and queued job."""
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        from common.errors import UnsupportedError
+
+        raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
+
+    async def unload_loras(self) -> None:
+        from common.errors import UnsupportedError
+
+        raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
+
+    def extra_info(self) -> dict[str, Any]:
+        return {}

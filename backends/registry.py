@@ -1,0 +1,98 @@
+"""Which engine serves a model folder, and creating it without importing the others.
+
+GPU engines are imported only when chosen: ``import exllamav2`` raises ``OSError`` (not
+``ImportError``) on a machine without CUDA, and compiles its extension on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+from loguru import logger
+
+from backends.base import Engine, LoadOptions
+from common.errors import BadRequestError, UnsupportedError
+
+ENGINES = ("exllamav2", "exllamav3", "transformers")
+
+
+@functools.cache
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why ``backend`` cannot run here, or None when it can."""
+    if backend == "transformers":
+        return None if importlib.util.find_spec("transformers") else "transformers is not installed"
+    if importlib.util.find_spec(backend) is None:
+        return f"{backend} is not installed (install the {'exl2' if backend == 'exllamav2' else 'exl3'} extra)"
+    if not cuda_available():
+        return f"{backend} needs a CUDA GPU and a CUDA build of torch"
+    return None
+
+
+def quantization_of(model_dir: Path) -> str | None:
+    """The quantisation method named in config.json (exl2, exl3, gptq...), if any."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    quant = config.get("quantization_config") or {}
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return str(method).lower() if method else None
+
+
+def choose_backend(requested: str | None, model_dir: Path) -> str:
+    """The engine for ``model_dir``: the one asked for, or by format and hardware."""
+    quant = quantization_of(model_dir)
+    if requested and requested != "auto":
+        if requested not in ENGINES:
+            raise BadRequestError(f"Unknown backend {requested!r}; choose one of {ENGINES}")
+        backend = requested
+    elif quant == "exl3":
+        backend = "exllamav3"
+    elif quant in ("exl2", "gptq") or (quant is None and cuda_available()):
+        backend = "exllamav2" if unavailable_reason("exllamav2") is None else "transformers"
+    else:
+        backend = "transformers"
+    if quant in ("exl2", "exl3", "gptq") and backend == "transformers":
+        raise UnsupportedError(
+            f"This model is a {quant.upper()} quant, which only the GPU engines can load "
+            f"({unavailable_reason('exllamav3' if quant == 'exl3' else 'exllamav2')})."
+        )
+    reason = unavailable_reason(backend)
+    if reason:
+        raise UnsupportedError(f"The {backend} engine is unavailable: {reason}.")
+    return backend
+
+
+def create_engine(backend: str, options: LoadOptions) -> Engine:
+    if backend == "transformers":
+        from backends.transformers.engine import TransformersEngine
+
+        return TransformersEngine(options)
+    if backend == "exllamav2":
+        from backends.exllamav2.engine import ExLlamaV2Engine
+
+        return ExLlamaV2Engine(options)
+    if backend == "exllamav3":
+        from backends.exllamav3.engine import ExLlamaV3Engine
+
+        return ExLlamaV3Engine(options)
+    raise BadRequestError(f"Unknown backend {backend!r}")
+
+
+def log_engine_availability() -> None:
+    """One line per GPU engine that cannot run here, saying why."""
+    for backend in ("exllamav2", "exllamav3"):
+        reason = unavailable_reason(backend)
+        if reason:
+            logger.info(f"{backend} engine unavailable: {reason}; the transformers engine serves")

@@ -1,0 +1,398 @@
+"""Continuous batching for the transformers engine, on one worker thread.
+
+Every request is a :class:`Sequence`. The worker prefills waiting sequences one chunk at a time
+(all prompt tokens but the last), merges each into the running batch, and then runs one decode
+step for the whole batch per iteration: the last token of every row goes in, one token per row
+comes out. A new request joins at the next step; a finished or cancelled one leaves at once.
+The event loop only ever waits on an ``asyncio.Queue`` that the worker fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from loguru import logger
+from transformers import DynamicCache
+
+from backends.base import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
+from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
+from backends.transformers.kv_cache import BatchCache
+from backends.transformers.samplers import SamplerContext, apply_transforms, choose_token
+from common.errors import GenerationError, UnavailableError
+
+Emit = Callable[[GenerationChunk | BaseException], None]
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: GenerationRequest
+    emit: Emit
+    context: SamplerContext
+    decoder: IncrementalDecoder
+    gate: TextGate
+    matcher: Any = None
+    cancelled: bool = False
+    finished: bool = False
+    prefill_cache: DynamicCache | None = None
+    prefilled: int = 0
+    pending_token: int | None = None
+    banned_at: dict[int, set[int]] = field(default_factory=dict)
+    held_records: list[tuple[int, TokenLogprob | None]] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    prefill_started: float = 0.0
+    first_token_at: float = 0.0
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.context.token_ids
+
+    @property
+    def generated(self) -> int:
+        return self.context.generated
+
+
+def _logprob_record(
+    raw_logits: torch.Tensor, token: int, top: int, piece: Callable[[int], str]
+) -> TokenLogprob:
+    log_probs = torch.log_softmax(raw_logits, dim=-1)
+    record = TokenLogprob(token_id=token, token=piece(token), logprob=float(log_probs[token]))
+    if top > 0:
+        values, ids = torch.topk(log_probs, top)
+        record.top = [(int(i), piece(int(i)), float(v)) for v, i in zip(values, ids, strict=True)]
+    return record
+
+
+class BatchScheduler:
+    """Runs the model for every active sequence; one instance per loaded model."""
+
+    def __init__(
+        self,
+        model: Any,
+        decode: Callable[[list[int]], str],
+        piece: Callable[[int], str],
+        make_matcher: Callable[[str], Any],
+        device: torch.device,
+        max_batch_size: int,
+        chunk_size: int,
+    ) -> None:
+        self.model = model
+        self.decode = decode
+        self.piece = piece
+        self.make_matcher = make_matcher
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.chunk_size = chunk_size
+        self.batch = BatchCache()
+        self.active: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
+        self._inbox: queue.Queue[Sequence | None] = queue.Queue()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="serval-transformers", daemon=True)
+        self._thread.start()
+
+    # ----- called from the event loop -------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, emit: Emit, eos_ids: frozenset[int]) -> Sequence:
+        params = request.params
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        context = SamplerContext(
+            params=params,
+            token_ids=list(request.prompt_ids),
+            prompt_len=len(request.prompt_ids),
+            eos_ids=eos_ids,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        sequence = Sequence(
+            request=request,
+            emit=emit,
+            context=context,
+            decoder=IncrementalDecoder(self.decode, request.prompt_ids),
+            gate=TextGate(request.stop_strings, params.banned_strings),
+            matcher=self.make_matcher(request.grammar.grammar) if request.grammar else None,
+        )
+        self._inbox.put(sequence)
+        return sequence
+
+    def cancel(self, sequence: Sequence) -> None:
+        if not sequence.finished:
+            sequence.cancelled = True
+            self._inbox.put(None)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    @property
+    def running(self) -> int:
+        return len(self.active)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting) + self._inbox.qsize()
+
+    # ----- worker thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping:
+                self._collect(block=not self.active and not self.waiting)
+                if self._stopping:
+                    break
+                self._drop_cancelled()
+                try:
+                    if self.waiting and len(self.active) < self.max_batch_size:
+                        self._prefill_step(self.waiting[0])
+                    if self.active:
+                        self._decode_step()
+                except Exception as exc:  # a failed forward pass fails its batch, not the server
+                    logger.exception("generation step failed")
+                    self._fail_all(GenerationError(f"Generation failed: {exc}"))
+        self._fail_all(UnavailableError("The model was unloaded while this request ran."))
+
+    def _collect(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if item is not None:
+                self.waiting.append(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _drop_cancelled(self) -> None:
+        for sequence in [s for s in self.waiting if s.cancelled]:
+            self.waiting.remove(sequence)
+            sequence.finished = True
+        if any(s.cancelled for s in self.active):
+            self._keep([s for s in self.active if not s.cancelled])
+
+    def _keep(self, survivors: list[Sequence]) -> None:
+        index = {id(s): row for row, s in enumerate(self.active)}
+        for sequence in self.active:
+            if sequence not in survivors:
+                sequence.finished = True
+        self.batch.keep([index[id(s)] for s in survivors])
+        self.active = survivors
+
+    def _fail_all(self, error: BaseException) -> None:
+        for sequence in [*self.active, *self.waiting]:
+            if not sequence.finished:
+                sequence.finished = True
+                sequence.emit(error)
+        self.active, self.waiting = [], deque()
+        self.batch = BatchCache()
+
+    def _prefill_step(self, sequence: Sequence) -> None:
+        """Feed the next chunk of the prompt (all but its last token) of a waiting sequence."""
+        if sequence.prefill_cache is None:
+            sequence.prefill_started = time.perf_counter()
+            sequence.prefill_cache = self._empty_cache()
+            if sequence.request.prompt_logprobs:
+                sequence.prompt_logprobs = [None]
+        prompt = sequence.request.prompt_ids
+        end = min(sequence.prefilled + self.chunk_size, len(prompt) - 1)
+        if end > sequence.prefilled:
+            chunk = torch.tensor([prompt[sequence.prefilled : end]], device=self.device)
+            want_logits = sequence.prompt_logprobs is not None
+            output = self.model(
+                input_ids=chunk,
+                past_key_values=sequence.prefill_cache,
+                use_cache=True,
+                logits_to_keep=0 if want_logits else 1,
+            )
+            if want_logits:
+                self._record_prompt_logprobs(sequence, output.logits[0].float(), end)
+            sequence.prefilled = end
+        if sequence.prefilled >= len(prompt) - 1:
+            self.waiting.popleft()
+            self.batch.add(sequence.prefill_cache, sequence.prefilled)
+            sequence.prefill_cache = None
+            sequence.pending_token = prompt[-1]
+            self.active.append(sequence)
+
+    def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, end: int) -> None:
+        assert sequence.prompt_logprobs is not None
+        prompt = sequence.request.prompt_ids
+        top = sequence.request.logprobs or 0
+        for offset, row in enumerate(logits):
+            target = prompt[sequence.prefilled + offset + 1]
+            sequence.prompt_logprobs.append(_logprob_record(row.cpu(), target, top, self.piece))
+
+    def _empty_cache(self) -> DynamicCache:
+        config = self.model.config.get_text_config()
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        dtype = self.model.dtype
+        empty = torch.zeros((1, heads, 0, head_dim), dtype=dtype, device=self.device)
+        return DynamicCache([(empty, empty.clone()) for _ in range(config.num_hidden_layers)])
+
+    def _decode_step(self) -> None:
+        tokens = [s.pending_token for s in self.active]
+        input_ids = torch.tensor([[t] for t in tokens], device=self.device)
+        positions = torch.tensor([[n] for n in self.batch.lengths], device=self.device)
+        mask = self.batch.attention_mask(1).to(self.device)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.batch.cache,
+            use_cache=True,
+        )
+        self.batch.grew()
+        logits = output.logits[:, -1, :].float().cpu()
+        finished: list[Sequence] = []
+        for row, sequence in enumerate(self.active):
+            try:
+                if self._advance(sequence, row, logits[row]):
+                    finished.append(sequence)
+            except Exception as exc:  # one sequence's failure does not stop the others
+                logger.exception(f"request {sequence.request.request_id} failed")
+                sequence.emit(GenerationError(f"Generation failed: {exc}"))
+                finished.append(sequence)
+        if finished:
+            self._keep([s for s in self.active if s not in finished])
+
+    def _advance(self, sequence: Sequence, row: int, raw: torch.Tensor) -> bool:
+        """Sample the next token of ``sequence`` from its logits; True when it is finished."""
+        request = sequence.request
+        context = sequence.context
+        if not sequence.first_token_at:
+            sequence.first_token_at = time.perf_counter()
+        position = len(context.token_ids)
+        context.banned_here = frozenset(sequence.banned_at.get(position, ()))
+        logits = raw.clone()
+        if sequence.matcher is not None:
+            logits = self._apply_grammar(sequence, logits)
+        logits = apply_transforms(logits, context)
+        token = choose_token(logits, context)
+        record = None
+        if request.logprobs is not None:
+            record = _logprob_record(raw, token, request.logprobs, self.piece)
+        context.token_ids.append(token)
+        if sequence.matcher is not None:
+            sequence.matcher.consume_token(token)
+
+        if token in request.stop_token_ids:
+            return self._finish(sequence, "stop", token)
+        sequence.held_records.append((token, record))
+        released, match = sequence.gate.feed(sequence.decoder.push([token]))
+        if isinstance(match, BannedMatch):
+            self._backtrack(sequence, row, match.tokens_back, position)
+            return False
+        if isinstance(match, StopMatch):
+            return self._finish(sequence, "stop", match.stop_string, match.text)
+        if not sequence.gate.pending:
+            self._release(sequence, released)
+        elif released:
+            sequence.emit(GenerationChunk(text=released))
+        if sequence.generated >= request.max_new_tokens:
+            return self._finish(sequence, "length", None, self._tail(sequence))
+        if sequence.matcher is not None and sequence.matcher.is_stopped():
+            return self._finish(sequence, "stop", None, self._tail(sequence))
+        sequence.pending_token = token
+        return False
+
+    def _apply_grammar(self, sequence: Sequence, logits: torch.Tensor) -> torch.Tensor:
+        mask_bytes = sequence.matcher.compute_bitmask()
+        allowed = torch.frombuffer(bytearray(mask_bytes), dtype=torch.uint8)
+        bits = torch.stack([(allowed >> i) & 1 for i in range(8)], dim=1).flatten().bool()
+        vocab = logits.shape[-1]
+        if bits.numel() < vocab:
+            bits = torch.cat([bits, torch.zeros(vocab - bits.numel(), dtype=torch.bool)])
+        return logits.masked_fill(~bits[:vocab], float("-inf"))
+
+    def _backtrack(self, sequence: Sequence, row: int, tokens_back: int, position: int) -> None:
+        """Drop the tokens that formed a banned string and ban the first of them there."""
+        context = sequence.context
+        restart = len(context.token_ids) - tokens_back
+        sequence.banned_at.setdefault(restart, set()).add(context.token_ids[restart])
+        del context.token_ids[restart:]
+        del sequence.held_records[len(sequence.held_records) - tokens_back :]
+        sequence.decoder.rewind(tokens_back)
+        if sequence.matcher is not None:
+            sequence.matcher.rollback(tokens_back)
+        # The cache holds every token but the one just sampled; re-feed the new last token.
+        self.batch.rewind(row, tokens_back)
+        sequence.pending_token = context.token_ids[-1]
+
+    def _tail(self, sequence: Sequence) -> str:
+        return sequence.gate.flush() + sequence.decoder.flush()
+
+    def _release(self, sequence: Sequence, text: str) -> None:
+        records = sequence.held_records
+        sequence.held_records = []
+        if not text and not records:
+            return
+        logprobs = None
+        if sequence.request.logprobs is not None:
+            logprobs = [record for _, record in records if record is not None]
+        sequence.emit(
+            GenerationChunk(
+                text=text,
+                token_ids=[token for token, _ in records],
+                logprobs=logprobs,
+                prompt_logprobs=self._take_prompt_logprobs(sequence),
+            )
+        )
+
+    def _take_prompt_logprobs(self, sequence: Sequence) -> list[TokenLogprob | None] | None:
+        taken, sequence.prompt_logprobs = sequence.prompt_logprobs, None
+        return taken
+
+    def _finish(
+        self, sequence: Sequence, reason: str, stop_reason: str | int | None, text: str = ""
+    ) -> bool:
+        now = time.perf_counter()
+        records = sequence.held_records
+        sequence.held_records = []
+        logprobs = None
+        if sequence.request.logprobs is not None:
+            logprobs = [record for _, record in records if record is not None]
+        stats = GenerationStats(
+            prompt_tokens=len(sequence.request.prompt_ids),
+            completion_tokens=sequence.generated,
+            queue_time=sequence.prefill_started - sequence.submitted_at,
+            prefill_time=sequence.first_token_at - sequence.prefill_started,
+            generate_time=now - sequence.first_token_at,
+        )
+        sequence.finished = True
+        sequence.emit(
+            GenerationChunk(
+                text=text,
+                token_ids=[token for token, _ in records],
+                logprobs=logprobs,
+                prompt_logprobs=self._take_prompt_logprobs(sequence),
+                finish_reason="length" if reason == "length" else "stop",
+                stop_reason=stop_reason,
+                stats=stats,
+            )
+        )
+        return True
+
+
+def emitter(loop: asyncio.AbstractEventLoop, target: asyncio.Queue[Any]) -> Emit:
+    """An :data:`Emit` that hands items to ``target`` on ``loop`` from another thread."""
+
+    def emit(item: GenerationChunk | BaseException) -> None:
+        try:
+            loop.call_soon_threadsafe(target.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    return emit

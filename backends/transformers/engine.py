@@ -1,0 +1,268 @@
+"""The transformers engine: any HF causal LM folder, on the CPU (or CUDA when present)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from loguru import logger
+
+from backends.base import (
+    Engine,
+    EngineInfo,
+    GenerationChunk,
+    GenerationRequest,
+    LoadOptions,
+    LoadProgress,
+    SpecialTokens,
+)
+from backends.transformers.batch import BatchScheduler, emitter
+from common.errors import BadRequestError, ContextLengthError, UnavailableError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+DEFAULT_MAX_BATCH_SIZE = 16
+LOAD_STEPS = ("config", "tokenizer", "weights", "warm-up")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes in bf16 natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def _id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+class TransformersEngine(Engine):
+    backend = "transformers"
+
+    def __init__(self, options: LoadOptions) -> None:
+        super().__init__(options)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = pick_dtype(options.dtype, self.device)
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self.scheduler: BatchScheduler | None = None
+        self._special: SpecialTokens | None = None
+        self._max_seq_len = 0
+        self._vocab_size = 0
+        self._ll_tokenizer: Any = None
+
+    # ----- loading --------------------------------------------------------------------------
+
+    async def load(self) -> AsyncIterator[LoadProgress]:
+        steps = len(LOAD_STEPS)
+        path = self.options.path
+        yield LoadProgress("model", 0, steps)
+        config = await asyncio.to_thread(self._read_config, path)
+        yield LoadProgress("model", 1, steps)
+        self.tokenizer = await asyncio.to_thread(self._read_tokenizer, path)
+        yield LoadProgress("model", 2, steps)
+        self.model = await asyncio.to_thread(self._read_weights, path, config)
+        yield LoadProgress("model", 3, steps)
+        self._special = self._find_special_tokens(config)
+        await asyncio.to_thread(self._warm_up)
+        self.scheduler = BatchScheduler(
+            model=self.model,
+            decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
+            piece=self.token_piece,
+            make_matcher=self._make_matcher,
+            device=self.device,
+            max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+            chunk_size=self.options.chunk_size,
+        )
+        logger.info(
+            f"{self.options.name} loaded on {self.device.type} in {str(self.dtype).removeprefix('torch.')}"
+            f", context {self._max_seq_len}, batch {self.scheduler.max_batch_size}"
+        )
+        yield LoadProgress("model", steps, steps, "finished")
+
+    def _read_config(self, path: Path) -> Any:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+        except Exception as exc:
+            raise BadRequestError(f"Not a model folder: cannot read config.json ({exc})") from exc
+        text_config = config.get_text_config()
+        native = getattr(text_config, "max_position_embeddings", None) or 4096
+        wanted = self.options.max_seq_len
+        self._max_seq_len = native if wanted in (None, -1, 0) else wanted
+        self._vocab_size = text_config.vocab_size
+        if self.options.rope_scale != 1.0 or self.options.rope_alpha not in (None, 1.0):
+            logger.warning("rope_scale and rope_alpha are not applied by the transformers engine")
+        return config
+
+    def _read_tokenizer(self, path: Path) -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as exc:
+            raise BadRequestError(f"Cannot read the tokenizer: {exc}") from exc
+
+    def _read_weights(self, path: Path, config: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, config=config, dtype=self.dtype, local_files_only=True
+            )
+        except Exception as exc:
+            raise BadRequestError(f"Cannot load the weights: {exc}") from exc
+        return model.to(self.device).eval()
+
+    def _find_special_tokens(self, config: Any) -> SpecialTokens:
+        tokenizer = self.tokenizer
+        eos_ids = _id_list(getattr(config.get_text_config(), "eos_token_id", None))
+        generation = getattr(self.model, "generation_config", None)
+        eos_ids += _id_list(getattr(generation, "eos_token_id", None))
+        eos_ids += _id_list(tokenizer.eos_token_id)
+        bos_id = tokenizer.bos_token_id
+        probe = tokenizer.encode("a")
+        return SpecialTokens(
+            bos_id=bos_id,
+            eos_ids=tuple(dict.fromkeys(eos_ids)),
+            pad_id=tokenizer.pad_token_id,
+            bos_token=tokenizer.bos_token,
+            eos_token=tokenizer.eos_token,
+            pad_token=tokenizer.pad_token,
+            unk_token=tokenizer.unk_token,
+            add_bos_default=bool(probe) and bos_id is not None and probe[0] == bos_id,
+        )
+
+    def _warm_up(self) -> None:
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor([[0, 1]], device=self.device))
+
+    async def unload(self) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+        self.model = None
+        self._ll_tokenizer = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ----- tokens ---------------------------------------------------------------------------
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]:
+        ids = self.tokenizer.encode(
+            text, add_special_tokens=False, split_special_tokens=not encode_special
+        )
+        special = self.special_tokens
+        if add_bos is None:
+            add_bos = special.add_bos_default
+        if add_bos and special.bos_id is not None and (not ids or ids[0] != special.bos_id):
+            ids = [special.bos_id, *ids]
+        return ids
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=not decode_special)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per load, freed with it
+    def token_piece(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        if self._special is None:
+            raise UnavailableError("The model is not loaded.")
+        return self._special
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            backend=self.backend,
+            name=self.options.name,
+            path=self.options.path,
+            max_seq_len=self._max_seq_len,
+            cache_size=self._max_seq_len,
+            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
+            cache_mode="FP16" if self.dtype != torch.float32 else "FP32",
+            chunk_size=self.options.chunk_size,
+            dtype=str(self.dtype).removeprefix("torch."),
+            device=self.device.type,
+            capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed"}),
+        )
+
+    # ----- generation -----------------------------------------------------------------------
+
+    def _make_matcher(self, grammar: str) -> Any:
+        import llguidance
+        import llguidance.hf
+
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = llguidance.hf.from_tokenizer(
+                self.tokenizer, n_vocab=self._vocab_size, eos_token=self.special_tokens.eos_ids[0]
+            )
+        matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar)
+        if matcher.is_error():
+            raise BadRequestError(f"Invalid grammar: {matcher.get_error()}")
+        return matcher
+
+    @property
+    def active_jobs(self) -> int:
+        return self.scheduler.running if self.scheduler else 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return self.scheduler.queued if self.scheduler else 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise UnavailableError("The model is not loaded.")
+        if len(request.prompt_ids) + request.max_new_tokens > self._max_seq_len:
+            raise ContextLengthError(
+                f"The prompt ({len(request.prompt_ids)} tokens) and max_tokens "
+                f"({request.max_new_tokens}) exceed the context length ({self._max_seq_len})."
+            )
+        if not request.prompt_ids:
+            raise BadRequestError("The prompt is empty.", param="prompt")
+        outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+        emit = emitter(asyncio.get_running_loop(), outbox)
+        sequence = scheduler.submit(request, emit, frozenset(self.special_tokens.eos_ids))
+        try:
+            while True:
+                item = await outbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            scheduler.cancel(sequence)
+
+    async def cancel_all(self) -> None:
+        if self.scheduler is not None:
+            for sequence in [*self.scheduler.active, *self.scheduler.waiting]:
+                self.scheduler.cancel(sequence)

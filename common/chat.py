@@ -1,0 +1,124 @@
+"""From chat messages to a prompt: template variables, rendering, and continuing a message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.base import SpecialTokens
+from common.errors import BadRequestError, TemplateError
+from common.templating import ChatTemplate
+
+# Marks the end of the final message, so the prompt can be cut there to continue it.
+_CONTINUE_MARK = "\u2063<serval-continue>\u2063"
+
+
+@dataclass
+class ChatPrompt:
+    """What a chat request asks the template for."""
+
+    messages: list[dict[str, Any]]
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    response_prefix: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+def tool_arguments_as_objects(messages: list[dict[str, Any]]) -> None:
+    """Templates iterate over tool-call arguments, so JSON strings become objects in place."""
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    function["arguments"] = json.loads(arguments) if arguments.strip() else {}
+                except json.JSONDecodeError:
+                    pass
+
+
+def order_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results after an assistant's calls, in the order of those calls."""
+    ordered: list[dict[str, Any]] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        ordered.append(message)
+        index += 1
+        call_ids = [c.get("id") for c in message.get("tool_calls") or []]
+        if message.get("role") != "assistant" or not call_ids:
+            continue
+        results = []
+        while index < len(messages) and messages[index].get("role") == "tool":
+            results.append(messages[index])
+            index += 1
+        position = {call_id: i for i, call_id in enumerate(call_ids)}
+        results.sort(key=lambda m: position.get(m.get("tool_call_id"), len(position)))
+        ordered += results
+    return ordered
+
+
+def _variables(
+    chat: ChatPrompt, special: SpecialTokens, messages: list[dict[str, Any]]
+) -> dict[str, Any]:
+    variables = dict(chat.variables)
+    variables.update(
+        messages=messages,
+        add_generation_prompt=chat.add_generation_prompt,
+        bos_token=special.bos_token or "",
+        eos_token=special.eos_token or "",
+        pad_token=special.pad_token or "",
+        unk_token=special.unk_token or "",
+    )
+    if chat.tools:
+        variables["tools"] = chat.tools
+    if chat.functions:
+        variables["functions"] = chat.functions
+    return variables
+
+
+def _render(
+    template: ChatTemplate, chat: ChatPrompt, special: SpecialTokens, timeout: float
+) -> str:
+    messages = order_tool_results([dict(m) for m in chat.messages])
+    tool_arguments_as_objects(messages)
+    if not chat.continue_final_message:
+        prompt = template.render(_variables(chat, special, messages), timeout)
+    else:
+        if chat.add_generation_prompt:
+            raise BadRequestError(
+                "continue_final_message needs add_generation_prompt set to false.",
+                param="continue_final_message",
+            )
+        last = messages[-1]
+        if not isinstance(last.get("content"), str):
+            raise BadRequestError("The final message has no text to continue.", param="messages")
+        messages[-1] = {**last, "content": last["content"] + _CONTINUE_MARK}
+        rendered = template.render(_variables(chat, special, messages), timeout)
+        cut = rendered.rfind(_CONTINUE_MARK)
+        if cut < 0:
+            raise TemplateError(
+                "The template dropped the final message, so it cannot be continued."
+            )
+        prompt = rendered[:cut]
+    if chat.response_prefix:
+        prompt += chat.response_prefix
+    return prompt
+
+
+async def render_prompt(
+    template: ChatTemplate, chat: ChatPrompt, special: SpecialTokens, timeout: float
+) -> str:
+    """The prompt text for ``chat``, rendered off the event loop within ``timeout`` seconds."""
+    return await asyncio.to_thread(_render, template, chat, special, timeout)
+
+
+def add_bos_for(prompt: str, special: SpecialTokens) -> bool:
+    """Whether to add BOS to a rendered prompt: not when the template already wrote it."""
+    if not special.add_bos_default:
+        return False
+    return not (special.bos_token and prompt.startswith(special.bos_token))

@@ -1,0 +1,200 @@
+"""From a resolved request to engine jobs: limits, stops and clamping shared by every API.
+
+Everything here runs before a response starts, so that bad input becomes a 4xx with a clear
+message instead of an error in the middle of a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from backends.base import (
+    Engine,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    GrammarSpec,
+    TokenLogprob,
+)
+from common.config import LimitsConfig
+from common.errors import BadRequestError, ContextLengthError
+from common.sampling import SamplingParams
+
+
+def _check_ids(ids: Sequence[int], vocab: int, param: str) -> None:
+    for token in ids:
+        if not 0 <= token < vocab:
+            raise BadRequestError(
+                f"Token id {token} is outside the vocabulary (0..{vocab - 1}).", param=param
+            )
+
+
+def check_prompt_ids(ids: Sequence[int], engine: Engine, param: str = "prompt") -> None:
+    if not ids:
+        raise BadRequestError("The prompt is empty.", param=param)
+    _check_ids(ids, engine.vocab_size, param)
+
+
+def check_limits(params: SamplingParams, engine: Engine, limits: LimitsConfig) -> None:
+    """Caps from the config and token ids that must exist in the model's vocabulary."""
+    if len(params.stop) > limits.max_stop:
+        raise BadRequestError(
+            f"At most {limits.max_stop} stop sequences are allowed.", param="stop"
+        )
+    if len(params.banned_strings) > limits.max_stop * 8:
+        raise BadRequestError("Too many banned_strings.", param="banned_strings")
+    for name, strings in (("stop", params.stop), ("banned_strings", params.banned_strings)):
+        for item in strings:
+            if isinstance(item, str) and len(item) > limits.max_stop_length:
+                raise BadRequestError(
+                    f"{name} entries may be at most {limits.max_stop_length} characters.",
+                    param=name,
+                )
+    vocab = engine.vocab_size
+    _check_ids([s for s in params.stop if isinstance(s, int)], vocab, "stop")
+    _check_ids(params.banned_tokens, vocab, "banned_tokens")
+    _check_ids(params.allowed_tokens, vocab, "allowed_tokens")
+    _check_ids([token for token, _ in params.logit_bias], vocab, "logit_bias")
+    if params.max_tokens is not None and params.min_tokens > params.max_tokens:
+        raise BadRequestError("min_tokens cannot be larger than max_tokens.", param="min_tokens")
+
+
+def build_request(
+    engine: Engine,
+    request_id: str,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    limits: LimitsConfig,
+    *,
+    logprobs: int | None = None,
+    prompt_logprobs: bool = False,
+    grammar: GrammarSpec | None = None,
+    generate_nothing: bool = False,
+) -> GenerationRequest:
+    """A job for ``engine``: the prompt must fit, ``max_tokens`` is clamped to what is left."""
+    max_seq_len = engine.info().max_seq_len
+    room = max_seq_len - len(prompt_ids)
+    if room < 1:
+        raise ContextLengthError(
+            f"This model's maximum context length is {max_seq_len} tokens, but the prompt has "
+            f"{len(prompt_ids)} tokens.",
+            param="prompt",
+        )
+    wanted = params.max_tokens or room
+    if limits.max_tokens:
+        wanted = min(wanted, limits.max_tokens)
+    max_new = 0 if generate_nothing else min(wanted, room)
+    stop_ids = {s for s in params.stop if isinstance(s, int)}
+    stop_ids |= set(engine.special_tokens.eos_ids)
+    return GenerationRequest(
+        request_id=request_id,
+        prompt_ids=prompt_ids,
+        params=params,
+        max_new_tokens=max_new,
+        stop_strings=tuple(s for s in params.stop if isinstance(s, str)),
+        stop_token_ids=frozenset(stop_ids),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        grammar=grammar,
+    )
+
+
+def seeded(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice ``index`` of a request with a seed gets its own, reproducible seed."""
+    if params.seed is None or index == 0:
+        return params
+    return replace(params, seed=params.seed + index)
+
+
+@dataclass
+class Completion:
+    """Everything one job produced, collected (for non-streaming answers)."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    stats: GenerationStats | None = None
+
+    def add(self, chunk: GenerationChunk) -> None:
+        self.text += chunk.text
+        self.token_ids += chunk.token_ids
+        if chunk.logprobs:
+            self.logprobs += chunk.logprobs
+        if chunk.prompt_logprobs is not None:
+            self.prompt_logprobs = chunk.prompt_logprobs
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+            self.stop_reason = chunk.stop_reason
+            self.stats = chunk.stats
+
+
+async def collect(engine: Engine, request: GenerationRequest) -> Completion:
+    completion = Completion()
+    async for chunk in engine.generate(request):
+        completion.add(chunk)
+    return completion
+
+
+async def collect_all(engine: Engine, requests: list[GenerationRequest]) -> list[Completion]:
+    """Run every job at once; if one fails the others are cancelled."""
+    tasks = [asyncio.ensure_future(collect(engine, request)) for request in requests]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def merge_streams(
+    engine: Engine, requests: list[GenerationRequest]
+) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Chunks of several jobs as they come, tagged with the job's index.
+
+    Closing the iterator (a client that went away) cancels every job.
+    """
+    if len(requests) == 1:
+        async for chunk in engine.generate(requests[0]):
+            yield 0, chunk
+        return
+    queue: asyncio.Queue[tuple[int, GenerationChunk | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, request: GenerationRequest) -> None:
+        try:
+            async for chunk in engine.generate(request):
+                await queue.put((index, chunk))
+        except Exception as exc:
+            await queue.put((index, exc))
+        else:
+            await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def total_usage(
+    completions: Sequence[Completion], prompt_counts: Sequence[int]
+) -> tuple[int, int, int]:
+    """(prompt, completion, cached) token counts; each distinct prompt is counted once."""
+    completion_tokens = sum(c.stats.completion_tokens if c.stats else 0 for c in completions)
+    cached = sum(c.stats.cached_tokens if c.stats else 0 for c in completions)
+    return sum(prompt_counts), completion_tokens, cached

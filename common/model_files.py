@@ -1,0 +1,108 @@
+"""Model folders on disk: finding them, reading their context length, checking them before a load."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import BadRequestError, NotFoundError
+from common.paths import safe_child
+
+MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    id: str
+    path: Path
+    max_seq_len: int | None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def context_length(model_dir: Path) -> int | None:
+    config = read_json(model_dir / "config.json")
+    for section in (config, config.get("text_config") or {}):
+        if isinstance(section, dict):
+            for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+                if isinstance(section.get(key), int):
+                    return section[key]
+    return None
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def list_model_folders(base: Path, exclude: tuple[Path, ...] = ()) -> list[ModelFolder]:
+    """Every folder with a config.json below ``base`` (a few levels deep), by relative id."""
+    if not base.is_dir():
+        return []
+    root = base.resolve()
+    excluded = {path.resolve() for path in exclude if path.resolve() != root}
+    found: list[ModelFolder] = []
+    for current, dirs, files in os.walk(root, followlinks=False):
+        here = Path(current)
+        depth = len(here.relative_to(root).parts)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and here / d not in excluded and depth < MAX_DEPTH
+        )
+        if here != root and "config.json" in files:
+            found.append(ModelFolder(here.relative_to(root).as_posix(), here, context_length(here)))
+            dirs[:] = []
+    return found
+
+
+def resolve_model_folder(base: Path, name: str, what: str = "model_name") -> Path:
+    """The folder for ``name`` under ``base``: 400 if it escapes, 404 if it is not there."""
+    path = safe_child(base, name, what=what)
+    if not path.is_dir():
+        raise NotFoundError(f"Model {name!r} not found in {base}/.", param=what)
+    return path
+
+
+def _check_safetensors(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise BadRequestError(f"{path.name} is not a safetensors file (too short).")
+        (header_size,) = struct.unpack("<Q", head)
+        if header_size > min(size - 8, 100_000_000):
+            raise BadRequestError(f"{path.name} is corrupt: its header size is impossible.")
+        try:
+            header = json.loads(handle.read(header_size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequestError(f"{path.name} is corrupt: its header is not JSON.") from None
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    if 8 + header_size + max(ends, default=0) != size:
+        raise BadRequestError(f"{path.name} is corrupt or truncated (size does not match).")
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse a folder that cannot be a loadable model, before anything is unloaded."""
+    if not is_model_folder(path):
+        raise BadRequestError(f"{path.name} is not a model folder: it has no config.json.")
+    if not read_json(path / "config.json"):
+        raise BadRequestError(f"{path.name}/config.json is not valid JSON.")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not any(path.glob("*.bin")):
+        raise BadRequestError(f"{path.name} holds no weights (*.safetensors).")
+    for file in weights:
+        _check_safetensors(file)

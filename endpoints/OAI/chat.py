@@ -1,0 +1,245 @@
+"""``POST /v1/chat/completions``: messages through the model's chat template."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from backends.base import GenerationRequest
+from common.chat import ChatPrompt, add_bos_for, render_prompt
+from common.errors import BadRequestError, UnsupportedError
+from common.generation import (
+    Completion,
+    build_request,
+    check_limits,
+    check_prompt_ids,
+    collect_all,
+    merge_streams,
+    seeded,
+)
+from common.grammar import build_grammar
+from common.model import Lease
+from common.sampling import resolve
+from endpoints.dependencies import get_state, require_api
+from endpoints.OAI.inline import lease_for
+from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
+from endpoints.OAI.types.chat import (
+    ChatChoice,
+    ChatChoiceLogprobs,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessage,
+    ChatStreamChoice,
+    ImagePart,
+    ResponseMessage,
+)
+from endpoints.OAI.types.common import schema_of
+from endpoints.state import ServerState
+from endpoints.streaming import cancel_on_disconnect, sse_response
+
+router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+
+
+def _message_dict(message: ChatMessage) -> dict[str, Any]:
+    """A message as the template sees it: multi-part text joined, None fields left out."""
+    data = message.model_dump(exclude_none=True)
+    content = message.content
+    if isinstance(content, list):
+        if any(isinstance(part, ImagePart) for part in content):
+            raise UnsupportedError("The loaded model does not take images.", param="messages")
+        data["content"] = "".join(part.text for part in content)  # type: ignore[union-attr]
+    return data
+
+
+def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
+    limits = state.config.limits
+    if body.n > limits.max_n:
+        raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
+    if body.top_logprobs is not None and body.top_logprobs > limits.max_logprobs:
+        raise BadRequestError(
+            f"top_logprobs may be at most {limits.max_logprobs}.", param="top_logprobs"
+        )
+
+
+def _chat_prompt(body: ChatCompletionRequest, state: ServerState) -> ChatPrompt:
+    config = state.config.model
+    variables = dict(config.template_vars_default)
+    for name in ("reasoning_effort", "enable_thinking"):
+        value = getattr(body, name)
+        if value is not None:
+            variables[name] = value
+    variables.update(body.template_vars)
+    variables.update(config.template_vars_force)
+    return ChatPrompt(
+        messages=[_message_dict(m) for m in body.messages],
+        add_generation_prompt=body.add_generation_prompt,
+        continue_final_message=body.continue_final_message,
+        response_prefix=body.response_prefix,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+        functions=[f.model_dump(exclude_none=True) for f in body.functions]
+        if body.functions
+        else None,
+        variables=variables,
+    )
+
+
+class _Plan:
+    def __init__(self, body: ChatCompletionRequest, lease: Lease) -> None:
+        self.body = body
+        self.engine = lease.engine
+        self.model = lease.name
+        self.id = new_id("chatcmpl")
+        self.created = now()
+        self.prompt_tokens = 0
+
+    @property
+    def logprobs(self) -> int | None:
+        return (self.body.top_logprobs or 0) if self.body.logprobs else None
+
+
+async def _jobs(
+    plan: _Plan, lease: Lease, state: ServerState, request_id: str
+) -> list[GenerationRequest]:
+    body = plan.body
+    engine = lease.engine
+    if lease.template is None:
+        raise BadRequestError(
+            "The loaded model has no chat template; set one with POST /v1/template/switch "
+            "or model.prompt_template.",
+            code="no_chat_template",
+        )
+    params = resolve(body, state.overrides.preset)
+    check_limits(params, engine, state.config.limits)
+    prompt = await render_prompt(
+        lease.template,
+        _chat_prompt(body, state),
+        engine.special_tokens,
+        state.config.limits.template_timeout,
+    )
+    ids = engine.encode(prompt, add_bos=add_bos_for(prompt, engine.special_tokens))
+    check_prompt_ids(ids, engine, param="messages")
+    plan.prompt_tokens = len(ids)
+    grammar = await asyncio.to_thread(
+        build_grammar,
+        schema_of(body.response_format) or params.json_schema,
+        params.regex_pattern,
+        params.grammar_string,
+    )
+    return [
+        build_request(
+            engine,
+            f"{request_id}-{choice}",
+            ids,
+            seeded(params, choice),
+            state.config.limits,
+            logprobs=plan.logprobs,
+            grammar=grammar,
+        )
+        for choice in range(body.n)
+    ]
+
+
+def _response(plan: _Plan, completions: list[Completion]) -> ChatCompletionResponse:
+    choices = [
+        ChatChoice(
+            index=index,
+            message=ResponseMessage(content=completion.text),
+            logprobs=(
+                ChatChoiceLogprobs(content=chat_logprobs(completion.logprobs))
+                if plan.logprobs is not None
+                else None
+            ),
+            finish_reason=completion.finish_reason,  # type: ignore[arg-type]
+            stop_reason=completion.stop_reason,
+        )
+        for index, completion in enumerate(completions)
+    ]
+    return ChatCompletionResponse(
+        id=plan.id,
+        created=plan.created,
+        model=plan.model,
+        system_fingerprint=fingerprint(plan.engine.backend),
+        choices=choices,
+        usage=usage_of(completions, plan.prompt_tokens),
+    )
+
+
+def _chunk(plan: _Plan, choices: list[ChatStreamChoice], usage: Any = None) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id=plan.id,
+        created=plan.created,
+        model=plan.model,
+        system_fingerprint=fingerprint(plan.engine.backend),
+        choices=choices,
+        usage=usage,
+    )
+
+
+async def _stream(
+    plan: _Plan, jobs: list[GenerationRequest], lease: Lease
+) -> AsyncIterator[ChatCompletionChunk]:
+    body = plan.body
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    results = [Completion() for _ in jobs]
+    try:
+        yield _chunk(
+            plan,
+            [
+                ChatStreamChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+                for i in range(len(jobs))
+            ],
+        )
+        async for index, chunk in merge_streams(plan.engine, jobs):
+            results[index].add(chunk)
+            if not chunk.text and chunk.finish_reason is None:
+                continue
+            logprobs = None
+            if plan.logprobs is not None:
+                logprobs = ChatChoiceLogprobs(content=chat_logprobs(chunk.logprobs or []))
+            delta = ChatDelta(content=chunk.text) if chunk.text else ChatDelta()
+            yield _chunk(
+                plan,
+                [
+                    ChatStreamChoice(
+                        index=index,
+                        delta=delta,
+                        logprobs=logprobs,
+                        finish_reason=chunk.finish_reason,  # type: ignore[arg-type]
+                    )
+                ],
+            )
+        if include_usage:
+            yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
+    finally:
+        lease.release()
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    summary="Create a chat completion",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
+    state = get_state(request)
+    _check_request(body, state)
+    lease = await lease_for(body.model, request, state)
+    try:
+        plan = _Plan(body, lease)
+        jobs = await _jobs(plan, lease, state, request.state.request_id)
+    except BaseException:
+        lease.release()
+        raise
+    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    if body.stream and not state.config.developer.disable_request_streaming:
+        return sse_response(_stream(plan, jobs, lease), state.config.network.sse_ping_interval)
+    try:
+        completions = await cancel_on_disconnect(request, collect_all(plan.engine, jobs))
+    finally:
+        lease.release()
+    return _response(plan, completions)

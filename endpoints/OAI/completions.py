@@ -1,0 +1,225 @@
+"""``POST /v1/completions``: text in, text out, for one or many prompts and choices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from backends.base import Engine, GenerationRequest
+from common.errors import BadRequestError, UnsupportedError
+from common.generation import (
+    Completion,
+    build_request,
+    check_limits,
+    check_prompt_ids,
+    collect_all,
+    merge_streams,
+    seeded,
+)
+from common.grammar import build_grammar
+from common.model import Lease
+from common.sampling import SamplingParams, resolve
+from endpoints.dependencies import get_state, require_api
+from endpoints.OAI.inline import lease_for
+from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
+from endpoints.OAI.types.common import schema_of
+from endpoints.OAI.types.completion import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+)
+from endpoints.state import ServerState
+from endpoints.streaming import cancel_on_disconnect, sse_response
+
+router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+
+
+def _check_request(body: CompletionRequest, state: ServerState) -> None:
+    limits = state.config.limits
+    prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+    if not prompts:
+        raise BadRequestError("The prompt is empty.", param="prompt")
+    if len(body.prompts()) > limits.max_prompts:
+        raise BadRequestError(f"At most {limits.max_prompts} prompts per request.", param="prompt")
+    if body.n > limits.max_n:
+        raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
+    if body.best_of is not None and body.best_of != body.n:
+        raise UnsupportedError("best_of other than n is not supported.", param="best_of")
+    if body.logprobs is not None and body.logprobs > limits.max_logprobs:
+        raise BadRequestError(f"logprobs may be at most {limits.max_logprobs}.", param="logprobs")
+    if body.suffix:
+        raise UnsupportedError(
+            "suffix is not supported: the loaded model's template has no fill-in-the-middle format.",
+            param="suffix",
+        )
+
+
+def _prompt_ids(engine: Engine, prompt: str | list[int], params: SamplingParams) -> list[int]:
+    if isinstance(prompt, str):
+        ids = engine.encode(prompt, add_bos=params.add_bos_token)
+    else:
+        ids = list(prompt)
+    check_prompt_ids(ids, engine)
+    return ids
+
+
+class _Plan:
+    """The jobs of one completion request and what the answer needs to know about them."""
+
+    def __init__(self, body: CompletionRequest, lease: Lease, state: ServerState) -> None:
+        engine = lease.engine
+        params = resolve(body, state.overrides.preset)
+        check_limits(params, engine, state.config.limits)
+        self.grammar_args = (
+            schema_of(body.response_format) or params.json_schema,
+            params.regex_pattern,
+            params.grammar_string,
+        )
+        self.body = body
+        self.engine = engine
+        self.model = lease.name
+        self.prompt_ids = [_prompt_ids(engine, p, params) for p in body.prompts()]
+        self.prompt_texts = [
+            p if isinstance(p, str) else engine.decode(list(p)) for p in body.prompts()
+        ]
+        self.params = params
+        self.id = new_id("cmpl")
+        self.created = now()
+
+    async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
+        grammar = await asyncio.to_thread(build_grammar, *self.grammar_args)
+        body = self.body
+        jobs = []
+        for prompt_index, ids in enumerate(self.prompt_ids):
+            for choice in range(body.n):
+                jobs.append(
+                    build_request(
+                        self.engine,
+                        f"{request_id}-{prompt_index * body.n + choice}",
+                        ids,
+                        seeded(self.params, choice),
+                        state.config.limits,
+                        logprobs=body.logprobs,
+                        prompt_logprobs=body.echo and body.logprobs is not None,
+                        grammar=grammar,
+                        generate_nothing=body.echo and body.max_tokens == 0,
+                    )
+                )
+        return jobs
+
+    def prompt_of(self, index: int) -> int:
+        return index // self.body.n
+
+    def echo_text(self, index: int) -> str:
+        return self.prompt_texts[self.prompt_of(index)] if self.body.echo else ""
+
+    def logprobs(self, index: int, completion: Completion, offset: int = 0) -> Any:
+        if self.body.logprobs is None:
+            return None
+        records: list[Any] = list(completion.logprobs)
+        prompt_ids: list[int] = []
+        if self.body.echo and completion.prompt_logprobs is not None:
+            prompt_ids = self.prompt_ids[self.prompt_of(index)]
+            records = list(completion.prompt_logprobs) + records
+        return legacy_logprobs(records, self.engine.token_piece, prompt_ids, offset)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(ids) for ids in self.prompt_ids)
+
+
+def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
+    choices = [
+        CompletionChoice(
+            index=index,
+            text=plan.echo_text(index) + completion.text,
+            logprobs=plan.logprobs(index, completion),
+            finish_reason=completion.finish_reason,  # type: ignore[arg-type]
+            stop_reason=completion.stop_reason,
+        )
+        for index, completion in enumerate(completions)
+    ]
+    return CompletionResponse(
+        id=plan.id,
+        created=plan.created,
+        model=plan.model,
+        system_fingerprint=fingerprint(plan.engine.backend),
+        choices=choices,
+        usage=usage_of(completions, plan.prompt_tokens),
+    )
+
+
+async def _stream(
+    plan: _Plan, jobs: list[GenerationRequest], lease: Lease
+) -> AsyncIterator[dict[str, Any]]:
+    include_usage = bool(plan.body.stream_options and plan.body.stream_options.include_usage)
+    started = [False] * len(jobs)
+    offsets = [0] * len(jobs)
+    results = [Completion() for _ in jobs]
+    header = {
+        "id": plan.id,
+        "object": "text_completion",
+        "created": plan.created,
+        "model": plan.model,
+        "system_fingerprint": fingerprint(plan.engine.backend),
+    }
+    try:
+        async for index, chunk in merge_streams(plan.engine, jobs):
+            results[index].add(chunk)
+            text = chunk.text
+            piece = Completion(logprobs=chunk.logprobs or [], prompt_logprobs=chunk.prompt_logprobs)
+            if not started[index]:
+                started[index] = True
+                text = plan.echo_text(index) + text
+            logprobs = plan.logprobs(index, piece, offsets[index])
+            offsets[index] += len(text)
+            if not text and chunk.finish_reason is None and not chunk.token_ids:
+                continue
+            choice = {
+                "index": index,
+                "text": text,
+                "logprobs": logprobs.model_dump() if logprobs else None,
+                "finish_reason": chunk.finish_reason,
+            }
+            if chunk.finish_reason is not None:
+                choice["stop_reason"] = chunk.stop_reason
+            yield {**header, "choices": [choice]}
+        if include_usage:
+            usage = usage_of(results, plan.prompt_tokens)
+            yield {**header, "choices": [], "usage": usage.model_dump()}
+    finally:
+        lease.release()
+
+
+@router.post(
+    "/v1/completions",
+    response_model=CompletionResponse,
+    summary="Create a completion",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def create_completion(body: CompletionRequest, request: Request) -> Any:
+    state = get_state(request)
+    _check_request(body, state)
+    lease = await lease_for(body.model, request, state)
+    try:
+        plan = _Plan(body, lease, state)
+        jobs = await plan.jobs(state, request.state.request_id)
+    except BaseException:
+        lease.release()
+        raise
+    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    stream = body.stream and not state.config.developer.disable_request_streaming
+    if stream:
+        return sse_response(_stream(plan, jobs, lease), state.config.network.sse_ping_interval)
+    try:
+        completions = await cancel_on_disconnect(request, collect_all(plan.engine, jobs))
+    finally:
+        lease.release()
+    response = _response(plan, completions)
+    request.state.log_extra += (
+        f" completion={response.usage.completion_tokens if response.usage else 0}"
+    )
+    return response

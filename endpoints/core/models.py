@@ -1,0 +1,197 @@
+"""Model routes: list, card, load (with SSE progress), unload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from backends.base import LoadProgress
+from common.auth import KeyLevel
+from common.model_files import check_model_folder, list_model_folders
+from common.progress import shown_in_console
+from endpoints.core.types import (
+    LoadProgressEvent,
+    ModelCard,
+    ModelCardParameters,
+    ModelList,
+    ModelLoadRequest,
+    Props,
+)
+from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.state import ServerState
+from endpoints.streaming import error_payload, sse_response
+
+router = APIRouter(tags=["Models"])
+
+
+def loaded_card(state: ServerState) -> ModelCard | None:
+    container = state.container
+    engine = container.engine
+    if engine is None or container.name is None:
+        return None
+    info = engine.info()
+    template = container.template
+    return ModelCard(
+        id=container.name,
+        created=int(state.started_at),
+        max_model_len=info.max_seq_len,
+        parameters=ModelCardParameters(
+            max_seq_len=info.max_seq_len,
+            cache_size=info.cache_size,
+            cache_mode=info.cache_mode,
+            rope_scale=info.rope_scale,
+            rope_alpha=info.rope_alpha,
+            max_batch_size=info.max_batch_size,
+            chunk_size=info.chunk_size,
+            prompt_template=template.name if template else None,
+            prompt_template_content=template.source if template else None,
+            backend=info.backend,
+            dtype=info.dtype,
+            device=info.device,
+            draft=info.draft,
+            loras=[name for name, _ in info.loras],
+        ),
+    )
+
+
+def _dummy_cards(state: ServerState) -> list[ModelCard]:
+    config = state.config.model
+    if not config.use_dummy_models:
+        return []
+    return [ModelCard(id=name, created=int(state.started_at)) for name in config.dummy_model_names]
+
+
+def _folder_cards(
+    base: Path, state: ServerState, exclude: tuple[Path, ...] = ()
+) -> list[ModelCard]:
+    return [
+        ModelCard(id=folder.id, created=int(state.started_at), max_model_len=folder.max_seq_len)
+        for folder in list_model_folders(base, exclude)
+    ]
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List models")
+@router.get("/v1/model/list", response_model=ModelList, include_in_schema=False)
+async def list_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
+    """Admin keys see every model folder; api keys only the loaded model."""
+    state = get_state(request)
+    cards = _dummy_cards(state)
+    if level >= KeyLevel.ADMIN:
+        config = state.config
+        draft_dir = Path(config.draft_model.draft_model_dir)
+        exclude = (draft_dir,) if draft_dir != Path(config.model.model_dir) else ()
+        cards += _folder_cards(Path(config.model.model_dir), state, exclude)
+        current = loaded_card(state)
+        if current is not None:
+            cards = [current if card.id == current.id else card for card in cards]
+    else:
+        current = loaded_card(state)
+        cards += [current] if current else []
+    return ModelList(data=cards)
+
+
+@router.get("/v1/model/draft/list", response_model=ModelList, summary="List draft models")
+async def list_draft_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
+    state = get_state(request)
+    if level >= KeyLevel.ADMIN:
+        return ModelList(data=_folder_cards(Path(state.config.draft_model.draft_model_dir), state))
+    engine = state.container.engine
+    draft = engine.info().draft if engine else None
+    return ModelList(data=[ModelCard(id=draft, created=int(state.started_at))] if draft else [])
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelCard,
+    summary="The loaded model",
+    dependencies=[Depends(require_api)],
+)
+async def current_model(request: Request) -> ModelCard:
+    state = get_state(request)
+    await state.container.current()
+    card = loaded_card(state)
+    assert card is not None
+    return card
+
+
+@router.get(
+    "/props",
+    response_model=Props,
+    summary="llama.cpp-style server properties",
+    dependencies=[Depends(require_api)],
+)
+async def props(request: Request) -> Props:
+    state = get_state(request)
+    engine = await state.container.current()
+    info = engine.info()
+    template = state.container.template
+    return Props(
+        total_slots=info.max_batch_size,
+        chat_template=template.source if template else "",
+        default_generation_settings={"n_ctx": info.max_seq_len, "model": info.name},
+    )
+
+
+async def _run_load(
+    state: ServerState, body: ModelLoadRequest, plan: Any, queue: asyncio.Queue[Any]
+) -> None:
+    """The load itself, detached from the request: a client that leaves does not stop it."""
+    try:
+        events = state.container.load(plan, skip_queue=body.skip_queue)
+        async for event in shown_in_console(plan.name, events):
+            await queue.put(event)
+    except Exception as exc:
+        await queue.put(exc)
+    finally:
+        await queue.put(None)
+
+
+async def _progress_events(queue: asyncio.Queue[Any]) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            yield error_payload(item)
+            return
+        event: LoadProgress = item
+        yield LoadProgressEvent(
+            model_type=event.model_type,
+            module=event.module,
+            modules=event.modules,
+            status=event.status,
+        ).model_dump()
+
+
+@router.post(
+    "/v1/model/load",
+    summary="Load a model, streaming progress as SSE",
+    dependencies=[Depends(require_admin)],
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "LoadProgressEvent stream"}
+    },
+)
+async def load_model(body: ModelLoadRequest, request: Request) -> Any:
+    state = get_state(request)
+    container = state.container
+    request_args = body.model_dump(exclude={"model_name", "draft_model", "skip_queue"})
+    draft = body.draft_model.model_dump() if body.draft_model else None
+    plan = container.plan_load(body.model_name, request=request_args, draft=draft)
+    check_model_folder(plan.path)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.create_task(_run_load(state, body, plan, queue))
+    state.background_tasks.add(task)
+    task.add_done_callback(state.background_tasks.discard)
+    return sse_response(_progress_events(queue), state.config.network.sse_ping_interval, done=False)
+
+
+@router.post("/v1/model/unload", summary="Unload the model", dependencies=[Depends(require_admin)])
+async def unload_model(request: Request) -> None:
+    started = time.perf_counter()
+    await get_state(request).container.unload()
+    request.state.log_extra = f"unloaded in {time.perf_counter() - started:.1f} s"

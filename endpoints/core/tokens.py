@@ -1,0 +1,55 @@
+"""Token routes: encode text or chat messages, decode ids."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from common.chat import ChatPrompt, render_prompt
+from common.errors import BadRequestError
+from common.generation import check_prompt_ids
+from endpoints.core.types import (
+    TokenDecodeRequest,
+    TokenDecodeResponse,
+    TokenEncodeRequest,
+    TokenEncodeResponse,
+)
+from endpoints.dependencies import get_state, require_api
+
+router = APIRouter(tags=["Tokens"], dependencies=[Depends(require_api)])
+
+
+@router.post("/v1/token/encode", response_model=TokenEncodeResponse, summary="Tokenize")
+async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeResponse:
+    """Text, or chat messages rendered through the current template (no generation prompt)."""
+    state = get_state(request)
+    async with state.container.use() as lease:
+        engine = lease.engine
+        if isinstance(body.text, str):
+            text = body.text
+        else:
+            if lease.template is None:
+                raise BadRequestError(
+                    "The loaded model has no chat template.", code="no_chat_template"
+                )
+            chat = ChatPrompt(
+                messages=[m.model_dump(exclude_none=True) for m in body.text],
+                add_generation_prompt=False,
+                variables=dict(state.config.model.template_vars_default),
+            )
+            text = await render_prompt(
+                lease.template, chat, engine.special_tokens, state.config.limits.template_timeout
+            )
+        tokens = engine.encode(
+            text, add_bos=body.add_bos_token, encode_special=body.encode_special_tokens
+        )
+    return TokenEncodeResponse(tokens=tokens, length=len(tokens))
+
+
+@router.post("/v1/token/decode", response_model=TokenDecodeResponse, summary="Detokenize")
+async def decode(body: TokenDecodeRequest, request: Request) -> TokenDecodeResponse:
+    state = get_state(request)
+    async with state.container.use() as lease:
+        if body.tokens:
+            check_prompt_ids(body.tokens, lease.engine, param="tokens")
+        text = lease.engine.decode(body.tokens, decode_special=body.decode_special_tokens)
+    return TokenDecodeResponse(text=text)

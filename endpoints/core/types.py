@@ -1,0 +1,149 @@
+"""Request and response shapes of the admin and utility routes (TabbyAPI's core API)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from endpoints.OAI.types.chat import ChatMessage
+
+
+class ModelCardParameters(BaseModel):
+    max_seq_len: int | None = None
+    cache_size: int | None = None
+    cache_mode: str | None = None
+    rope_scale: float | None = None
+    rope_alpha: float | None = None
+    max_batch_size: int | None = None
+    chunk_size: int | None = None
+    prompt_template: str | None = None
+    prompt_template_content: str | None = None
+    backend: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    draft: str | None = None
+    loras: list[str] = []
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "serval"
+    max_model_len: int | None = Field(None, description="Context length in tokens.")
+    parameters: ModelCardParameters | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class DraftLoadRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, allow_inf_nan=False)
+
+    draft_model_name: str = Field(validation_alias=AliasChoices("draft_model_name", "name"))
+    draft_mode: Literal["model", "ngram", "disabled"] | None = None
+    draft_rope_scale: float | None = Field(None, gt=0)
+    draft_rope_alpha: float | Literal["auto"] | None = None
+    draft_cache_mode: str | None = None
+    draft_gpu_split: list[float] | None = None
+    draft_num_tokens: int | None = Field(None, ge=1, le=8)
+
+
+class ModelLoadRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, allow_inf_nan=False, protected_namespaces=())
+
+    model_name: str = Field(
+        validation_alias=AliasChoices("model_name", "name"),
+        min_length=1,
+        description="Folder under model_dir (sub-paths allowed).",
+    )
+    backend: Literal["auto", "exllamav2", "exllamav3", "transformers"] | None = None
+    max_seq_len: int | None = Field(None, ge=-1)
+    cache_size: int | None = Field(None, ge=0)
+    cache_mode: str | None = None
+    max_batch_size: int | None = Field(None, ge=1, le=1024)
+    chunk_size: int | None = Field(None, ge=256)
+    rope_scale: float | None = Field(None, gt=0)
+    rope_alpha: float | Literal["auto"] | None = None
+    gpu_split_auto: bool | None = None
+    autosplit_reserve: list[float] | None = None
+    gpu_split: list[float] | None = None
+    tensor_parallel: bool | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
+    prompt_template: str | None = None
+    draft_model: DraftLoadRequest | None = Field(
+        None, validation_alias=AliasChoices("draft_model", "draft")
+    )
+    skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
+
+
+class LoadProgressEvent(BaseModel):
+    model_type: str
+    module: int
+    modules: int
+    status: Literal["processing", "finished"]
+
+
+class TokenEncodeRequest(BaseModel):
+    text: str | list[ChatMessage] = Field(description="Text, or chat messages to template first.")
+    add_bos_token: bool = True
+    encode_special_tokens: bool = True
+    decode_special_tokens: bool = True
+
+
+class TokenEncodeResponse(BaseModel):
+    tokens: list[int]
+    length: int
+
+
+class TokenDecodeRequest(BaseModel):
+    tokens: list[int]
+    add_bos_token: bool = True
+    encode_special_tokens: bool = True
+    decode_special_tokens: bool = True
+
+
+class TokenDecodeResponse(BaseModel):
+    text: str
+
+
+class PermissionResponse(BaseModel):
+    permission: Literal["admin", "api"]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    issues: list[str] = []
+
+
+class Props(BaseModel):
+    total_slots: int
+    chat_template: str
+    default_generation_settings: dict[str, Any]
+
+
+class NameList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[str]
+
+
+class TemplateSwitchRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    prompt_template_name: str = Field(
+        validation_alias=AliasChoices("prompt_template_name", "name"), min_length=1
+    )
+
+
+class OverrideSwitchRequest(BaseModel):
+    preset: str | None = None
+    overrides: dict[str, Any] | None = None
+
+
+class OverrideListResponse(BaseModel):
+    selected_preset: str | None
+    overrides: dict[str, Any]
+    presets: list[str]

@@ -1,0 +1,37 @@
+"""FastAPI dependencies: the server state and the key level a route needs."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from common.auth import KeyLevel, presented_keys
+from endpoints.state import ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.serval
+
+
+def key_level(request: Request) -> KeyLevel:
+    """The caller's level (401 without a valid key)."""
+    return get_state(request).auth.level(request.headers)
+
+
+def require_api(request: Request) -> KeyLevel:
+    """An api or admin key (401 otherwise)."""
+    level = key_level(request)
+    request.state.key_level = level
+    return level
+
+
+def require_admin(request: Request) -> KeyLevel:
+    """The admin key (401 without a key, 403 with an api key)."""
+    level = get_state(request).auth.require(request.headers, KeyLevel.ADMIN)
+    request.state.key_level = level
+    return level
+
+
+def caller_key(request: Request) -> str:
+    """The key the caller presented (for scoping per-key state such as Kobold genkeys)."""
+    keys = presented_keys(request.headers)
+    return keys[0] if keys else ""

@@ -1,0 +1,86 @@
+"""One place that turns every error into the OpenAI error shape.
+
+``{"error": {"message", "type", "param", "code"}}``: never an HTML page, and never a Python
+traceback unless ``network.send_tracebacks`` is on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loguru import logger
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.errors import ServalError
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: Any = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    return ".".join(parts)
+
+
+def describe_validation(exc: RequestValidationError) -> tuple[int, dict]:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") in ("json_invalid", "model_attributes_type") and _location(
+        first["loc"]
+    ) in ("", "0"):
+        detail = first.get("ctx", {}).get("error") or first["msg"]
+        return 400, error_body(
+            f"The body is not valid JSON: {detail}", "invalid_request_error", None, "invalid_json"
+        )
+    where = _location(first["loc"])
+    message = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return 422, error_body(message, "invalid_request_error", where or None, "invalid_value")
+
+
+def install_error_handlers(app: FastAPI, send_tracebacks: bool) -> None:
+    @app.exception_handler(ServalError)
+    async def _serval_error(request: Request, exc: ServalError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, body = describe_validation(exc)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No route {request.method} {request.url.path}"
+        error_type = _STATUS_TYPES.get(exc.status_code, "server_error")
+        return JSONResponse(
+            error_body(message, error_type, None, None),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error(f"unhandled error on {request.method} {request.url.path}")
+        body = error_body("Internal server error", "server_error", None, "internal_error")
+        if send_tracebacks:
+            body["error"]["trace"] = "".join(traceback.format_exception(exc))
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,80 @@
+"""The FastAPI application: routers per ``network.api_servers``, middleware, error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from loguru import logger
+
+from common.progress import shown_in_console
+from endpoints.core import health, models, sampling, templates, tokens
+from endpoints.errors import install_error_handlers
+from endpoints.middleware import RequestContextMiddleware
+from endpoints.OAI import chat, completions
+from endpoints.state import ServerState
+
+VERSION = "0.1.0"
+
+
+async def load_startup_model(state: ServerState) -> None:
+    """Load ``model.model_name`` in the background; requests wait for it instead of failing."""
+    name = state.config.model.model_name
+    if not name:
+        return
+    container = state.container
+    try:
+        plan = container.plan_load(name)
+        async for _ in shown_in_console(name, container.load(plan)):
+            pass
+    except Exception as exc:
+        message = getattr(exc, "message", str(exc))
+        logger.error(f"start-up model {name!r} was not loaded: {message}")
+        logger.error("the server runs without a model; load one with POST /v1/model/load")
+        return
+    logger.info(f"model {name} is ready")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServerState = app.state.serval
+    task = asyncio.create_task(load_startup_model(state))
+    state.background_tasks.add(task)
+    task.add_done_callback(state.background_tasks.discard)
+    try:
+        yield
+    finally:
+        for pending in list(state.background_tasks):
+            pending.cancel()
+        if state.container.engine is not None:
+            await state.container.unload()
+
+
+def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
+    config = state.config
+    app = FastAPI(
+        title="Serval",
+        version=VERSION,
+        summary="OpenAI- and KoboldAI-compatible inference server for ExLlamaV2 models",
+        lifespan=lifespan if start_model else None,
+    )
+    app.state.serval = state
+    install_error_handlers(app, config.network.send_tracebacks)
+    for module in (health, models, tokens, templates, sampling):
+        app.include_router(module.router)
+    if "OAI" in config.network.api_servers:
+        app.include_router(completions.router)
+        app.include_router(chat.router)
+    if config.network.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.network.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=False,
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_size=config.network.max_body_size)
+    return app

@@ -1,0 +1,22 @@
+"""What the routes share: the config, the keys, the loaded model and the sampler presets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from common.auth import Authenticator
+from common.config import ServalConfig
+from common.model import ModelContainer
+from common.sampling import OverrideState
+
+
+@dataclass
+class ServerState:
+    config: ServalConfig
+    auth: Authenticator
+    container: ModelContainer
+    overrides: OverrideState = field(default_factory=OverrideState)
+    started_at: float = field(default_factory=time.time)
+    background_tasks: set[asyncio.Task] = field(default_factory=set)

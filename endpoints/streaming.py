@@ -1,0 +1,106 @@
+"""Server-sent events and client disconnects.
+
+A streamed answer is an async iterator of JSON-able payloads. It goes out as ``data:`` events
+with keep-alive comments while the engine is busy (a long prefill); an error after the stream
+started is sent as one ``data: {"error": ...}`` event and the stream closes. When the client
+goes away, sse-starlette cancels the iterator, whose ``finally`` cancels the engine jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from loguru import logger
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from common.errors import ServalError
+
+T = TypeVar("T")
+DONE = "[DONE]"
+
+
+def _dump(payload: Any) -> str:
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json(exclude_none=False)
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, ServalError):
+        return exc.body()
+    return {
+        "error": {
+            "message": f"Generation failed: {type(exc).__name__}",
+            "type": "server_error",
+            "param": None,
+            "code": "generation_failed",
+        }
+    }
+
+
+async def _events(
+    payloads: AsyncIterator[Any], event: str | None, done: bool
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for payload in payloads:
+            yield ServerSentEvent(data=_dump(payload), event=event)
+    except (ServalError, Exception) as exc:
+        if not isinstance(exc, ServalError):
+            logger.opt(exception=exc).error("stream failed")
+        yield ServerSentEvent(data=_dump(error_payload(exc)), event=event)
+        return
+    finally:
+        await payloads.aclose()  # type: ignore[attr-defined]
+    if done:
+        yield ServerSentEvent(data=DONE, event=event)
+
+
+def sse_response(
+    payloads: AsyncIterator[Any],
+    ping_interval: float,
+    *,
+    event: str | None = None,
+    done: bool = True,
+) -> EventSourceResponse:
+    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``."""
+    return EventSourceResponse(
+        _events(payloads, event, done),
+        ping=ping_interval if ping_interval > 0 else 10**9,
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class ClientDisconnected(ServalError):
+    status_code = 499
+    error_type = "invalid_request_error"
+    default_code = "client_disconnected"
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (non-streaming answers)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and task.cancelled():
+            raise ClientDisconnected("The client disconnected; its jobs were cancelled.") from None
+        raise
+    finally:
+        watcher.cancel()

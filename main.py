@@ -1,0 +1,185 @@
+"""Serval's entry point: command line -> config -> logging -> app -> uvicorn.
+
+python main.py [--config PATH] [--<key> VALUE ...]      run the server
+python main.py export-config [--export-path PATH]       write config_sample.yml
+python main.py export-openapi [--export-path PATH]      write the OpenAPI schema
+python main.py add-api-key                              append a new api key
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import socket
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from common.config import ConfigError, ServalConfig, export_sample, load_config, sections
+
+ACTIONS = ("serve", "export-config", "export-openapi", "add-api-key")
+KEYS_FILE = Path("api_tokens.yml")
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Serval: an OpenAI and KoboldAI compatible server for ExLlamaV2 models.",
+    )
+    parser.add_argument("action", nargs="?", default="serve", choices=ACTIONS)
+    parser.add_argument("--config", type=Path, help="config file (default: config.yml if present)")
+    parser.add_argument("--export-path", type=Path, help="where export-* actions write")
+    for section_name, section in sections().items():
+        group = parser.add_argument_group(section_name)
+        for key, field in section.model_fields.items():
+            flag = f"--{key.replace('_', '-')}"
+            help_text = field.description or ""
+            if field.annotation is bool:
+                group.add_argument(flag, dest=key, nargs="?", const="true", help=help_text)
+            elif _is_list(field.annotation):
+                group.add_argument(flag, dest=key, nargs="+", help=help_text)
+            else:
+                group.add_argument(flag, dest=key, help=help_text)
+    return parser
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from common.config import _parse_scalar
+
+    found: dict[str, dict[str, Any]] = {}
+    for section_name, section in sections().items():
+        for key in section.model_fields:
+            raw = getattr(args, key, None)
+            if raw is None:
+                continue
+            if isinstance(raw, list):
+                value: Any = [_parse_scalar(section_name, key, item) for item in raw]
+                value = [v for item in value for v in (item if isinstance(item, list) else [item])]
+            else:
+                value = _parse_scalar(section_name, key, raw)
+            found.setdefault(section_name, {})[key] = value
+    return found
+
+
+def port_is_free(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be bound, else why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use: stop the other server or pass --port"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def serve(config: ServalConfig) -> int:
+    import uvicorn
+    from loguru import logger
+
+    from backends.registry import log_engine_availability
+    from common.auth import Authenticator, KeyStore, describe_keys
+    from common.model import ModelContainer
+    from endpoints.server import create_app
+    from endpoints.state import ServerState
+
+    network = config.network
+    problem = port_is_free(network.host, network.port)
+    if problem:
+        print(f"serval: {problem}", file=sys.stderr)
+        return 1
+    store: KeyStore | None = None
+    if network.disable_auth:
+        logger.warning("!" * 72)
+        logger.warning("AUTHENTICATION IS DISABLED: anyone who can reach this port is an admin.")
+        logger.warning("!" * 72)
+    else:
+        store = KeyStore(KEYS_FILE)
+        try:
+            created = store.load_or_create()
+        except (OSError, ValueError) as exc:
+            print(f"serval: cannot use {KEYS_FILE}: {exc}", file=sys.stderr)
+            return 1
+        if created:
+            print(f"New keys were written to {KEYS_FILE.resolve()} (shown once):")
+        for line in describe_keys(store.keys, reveal=created):
+            logger.info(line) if not created else print(f"  {line}")
+        if not created:
+            logger.info(f"keys are in {KEYS_FILE.resolve()}")
+    log_engine_availability()
+    state = ServerState(config=config, auth=Authenticator(store), container=ModelContainer(config))
+    app = create_app(state)
+    url = f"http://{network.host}:{network.port}"
+    logger.info(f"Serval listening on {url} (API docs at {url}/docs)")
+    if config.model.model_name:
+        logger.info(f"loading {config.model.model_name} from {config.model.model_dir}/")
+    uvicorn.run(
+        app,
+        host=network.host,
+        port=network.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def export_openapi(config: ServalConfig, path: Path) -> None:
+    from common.auth import Authenticator
+    from common.model import ModelContainer
+    from endpoints.server import create_app
+    from endpoints.state import ServerState
+
+    state = ServerState(config=config, auth=Authenticator(None), container=ModelContainer(config))
+    schema = create_app(state, start_model=False).openapi()
+    path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config, warnings = load_config(args.config, cli_values(args))
+    except ConfigError as exc:
+        print(f"serval: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from loguru import logger
+
+    from common.logging import setup_logging
+
+    setup_logging(config.logging.log_level)
+    for warning in warnings:
+        logger.warning(warning)
+    if args.action == "export-config":
+        target = args.export_path or Path("config_sample.yml")
+        target.write_text(export_sample(), encoding="utf-8")
+        print(f"wrote {target}")
+        return 0
+    if args.action == "export-openapi":
+        target = args.export_path or Path("openapi.json")
+        export_openapi(config, target)
+        print(f"wrote {target}")
+        return 0
+    if args.action == "add-api-key":
+        from common.auth import KeyStore
+
+        store = KeyStore(KEYS_FILE)
+        store.load_or_create()
+        print(store.add_api_key())
+        return 0
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Shared set-up for start.sh and test.sh: a virtual environment with the right extras and the
+# default model. Idempotent and quiet when there is nothing to do. Usage: scripts/setup.sh [extra...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+say() { printf '[serval] %s\n' "$*" >&2; }
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    say "Python 3.11 or newer is needed (found: $("$PYTHON" --version 2>&1))."
+    exit 1
+fi
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    extras="exl2,exl3"
+else
+    extras="cpu"
+fi
+extras="$extras,convert"
+for extra in "$@"; do extras="$extras,$extra"; done
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.serval-installed"
+wanted="$(cat pyproject.toml | sha256sum | cut -c1-16) $extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    say "installing Serval with extras [$extras] (first run takes a few minutes)"
+    log="$VENV/.serval-install.log"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q ".[$extras]" >"$log" 2>&1; then
+        cat "$log" >&2
+        say "installation failed; the log above says why"
+        exit 1
+    fi
+    echo "$wanted" >"$stamp"
+fi
+
+"$VENV/bin/python" scripts/fetch_default_model.py

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (first run only), lint, and run the whole CPU test suite. Arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh dev
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
