@@ -205,6 +205,7 @@ class Engine(abc.ABC):
         """Sampler settings of ``params`` this engine cannot apply (reported, never hidden)."""
         return []
 
+    @abc.abstractmethod
     async def cancel_all(self) -> None:
         """Cancel every running and queued job."""
 

@@ -33,7 +33,8 @@ def unavailable_reason(backend: str) -> str | None:
     if backend == "transformers":
         return None if importlib.util.find_spec("transformers") else "transformers is not installed"
     if importlib.util.find_spec(backend) is None:
-        return f"{backend} is not installed (install the {'exl2' if backend == 'exllamav2' else 'exl3'} extra)"
+        extra = "exl2" if backend == "exllamav2" else "exl3"
+        return f"{backend} is not installed (install the {extra} extra)"
     if not cuda_available():
         return f"{backend} needs a CUDA GPU and a CUDA build of torch"
     return None

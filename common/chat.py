@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +36,8 @@ def tool_arguments_as_objects(messages: list[dict[str, Any]]) -> None:
             function = call.get("function") or {}
             arguments = function.get("arguments")
             if isinstance(arguments, str):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     function["arguments"] = json.loads(arguments) if arguments.strip() else {}
-                except json.JSONDecodeError:
-                    pass
 
 
 def order_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -176,10 +176,9 @@ class ModelContainer:
         new model fails to load, the previous one is loaded again.
         """
         async with self._lock:
-            if self.engine is not None and self.plan and self.plan.path == plan.path:
-                if self.plan.settings == plan.settings and self.plan.draft == plan.draft:
-                    yield LoadProgress("model", 1, 1, "finished")
-                    return
+            if self.engine is not None and self.plan == plan:
+                yield LoadProgress("model", 1, 1, "finished")
+                return
             check_model_folder(plan.path)
             backend = choose_backend(plan.settings.get("backend"), plan.path)
             options = self._options(plan)

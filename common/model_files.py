@@ -1,4 +1,4 @@
-"""Model folders on disk: finding them, reading their context length, checking them before a load."""
+"""Model folders on disk: finding them, reading their context length, checking them."""
 
 from __future__ import annotations
 

@@ -74,11 +74,10 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
         self._tick()
         if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
             raise TemplateError("Template error: exponent too large")
-        if operator == "*" and isinstance(left, str | list | tuple) and isinstance(right, int):
-            if len(left) * right > MAX_OUTPUT_CHARS:
-                raise TemplateError("Template error: sequence repetition too large")
-        if operator == "*" and isinstance(right, str | list | tuple) and isinstance(left, int):
-            if len(right) * left > MAX_OUTPUT_CHARS:
+        if operator == "*":
+            sequence, times = (left, right) if isinstance(right, int) else (right, left)
+            sized = isinstance(sequence, str | list | tuple) and isinstance(times, int)
+            if sized and len(sequence) * times > MAX_OUTPUT_CHARS:
                 raise TemplateError("Template error: sequence repetition too large")
         return super().call_binop(context, operator, left, right)
 

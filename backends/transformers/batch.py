@@ -10,6 +10,7 @@ The event loop only ever waits on an ``asyncio.Queue`` that the worker fills.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import secrets
 import threading
@@ -390,9 +391,7 @@ def emitter(loop: asyncio.AbstractEventLoop, target: asyncio.Queue[Any]) -> Emit
     """An :data:`Emit` that hands items to ``target`` on ``loop`` from another thread."""
 
     def emit(item: GenerationChunk | BaseException) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
             loop.call_soon_threadsafe(target.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
 
     return emit

@@ -95,7 +95,7 @@ class TransformersEngine(Engine):
             chunk_size=self.options.chunk_size,
         )
         logger.info(
-            f"{self.options.name} loaded on {self.device.type} in {str(self.dtype).removeprefix('torch.')}"
+            f"{self.options.name} loaded on {self.device.type} in {self._dtype_name}"
             f", context {self._max_seq_len}, batch {self.scheduler.max_batch_size}"
         )
         yield LoadProgress("model", steps, steps, "finished")
@@ -167,6 +167,10 @@ class TransformersEngine(Engine):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    @property
+    def _dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
     # ----- tokens ---------------------------------------------------------------------------
 
     def encode(
@@ -209,7 +213,7 @@ class TransformersEngine(Engine):
             max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
             cache_mode="FP16" if self.dtype != torch.float32 else "FP32",
             chunk_size=self.options.chunk_size,
-            dtype=str(self.dtype).removeprefix("torch."),
+            dtype=self._dtype_name,
             device=self.device.type,
             capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed"}),
         )

@@ -216,7 +216,7 @@ def typical(logits: torch.Tensor, ctx: SamplerContext) -> torch.Tensor:
     finite = torch.isfinite(log_probs)
     entropy = -(probs[finite] * log_probs[finite]).sum()
     surprise_gap = (-log_probs - entropy).abs().masked_fill(~finite, float("inf"))
-    gap_sorted, order = torch.sort(surprise_gap)
+    _, order = torch.sort(surprise_gap)
     cumulative = probs[order].cumsum(dim=-1)
     remove_sorted = (cumulative - probs[order]) >= mass
     remove_sorted[0] = False

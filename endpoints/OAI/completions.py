@@ -52,7 +52,7 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
         raise BadRequestError(f"logprobs may be at most {limits.max_logprobs}.", param="logprobs")
     if body.suffix:
         raise UnsupportedError(
-            "suffix is not supported: the loaded model's template has no fill-in-the-middle format.",
+            "suffix is not supported: the model's template has no fill-in-the-middle format.",
             param="suffix",
         )
 

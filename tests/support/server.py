@@ -1,0 +1,85 @@
+"""Start the real Serval server in a subprocess on a free port, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "admin-key-for-tests-0123456789abcdef"
+API_KEY = "api-key-for-tests-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """``python main.py`` run in ``workdir`` with its own config and keys."""
+
+    def __init__(self, workdir: Path, config: dict, keys: bool = True, env: dict | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {**config, "network": {**config.get("network", {}), "port": self.port}}
+        (workdir / "config.yml").write_text(yaml.safe_dump(config))
+        if keys:
+            (workdir / "api_tokens.yml").write_text(
+                yaml.safe_dump({"api_key": API_KEY, "admin_key": ADMIN_KEY})
+            )
+        self.log_path = workdir / "server.log"
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py")],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                response = httpx.get(f"{self.url}/health", timeout=2)
+                if response.status_code == 200 or not wait_for_model:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self, key: str = API_KEY, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+    def admin(self, timeout: float = 60) -> httpx.Client:
+        return self.client(ADMIN_KEY, timeout)
