@@ -211,7 +211,7 @@ class BatchScheduler:
             want_logits = sequence.prompt_logprobs is not None
             output = self.model(
                 input_ids=chunk,
-                past_key_values=sequence.prefill_cache,
+                cache=sequence.prefill_cache,
                 use_cache=True,
                 logits_to_keep=0 if want_logits else 1,
             )
@@ -252,7 +252,7 @@ class BatchScheduler:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.batch.cache,
+            cache=self.batch.cache,
             use_cache=True,
         )
         self.batch.grew()

@@ -1,0 +1,43 @@
+"""Start-up as a new user sees it: no config, the default model, a busy port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import ROOT, ServerProcess
+
+
+def test_without_config_the_default_model_loads(tmp_path: Path) -> None:
+    process = ServerProcess(tmp_path, {}, keys=False)
+    (tmp_path / "config.yml").unlink()  # a newcomer has no config.yml
+    process.env["SERVAL_MODEL_MODEL_DIR"] = str(ROOT / "models")
+    process.env["SERVAL_NETWORK_PORT"] = str(process.port)
+    process.env["SERVAL_EMBEDDINGS_EMBEDDING_MODEL_DIR"] = str(ROOT / "models")
+    process.start()
+    try:
+        assert httpx.get(f"{process.url}/health").json()["status"] == "healthy"
+        keys = (tmp_path / "api_tokens.yml").read_text()
+        assert "admin_key" in keys
+        log = process.log()
+        assert "New keys were written" in log
+        assert f"http://127.0.0.1:{process.port}" in log
+        assert "SmolLM2-135M-Instruct" in log
+    finally:
+        process.stop()
+
+
+def test_busy_port_exits_with_one_line(server: ServerProcess, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--port", str(server.port)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "already in use" in result.stderr
