@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from backends.base import (
     Engine,
@@ -21,6 +22,12 @@ from backends.base import (
 from common.config import LimitsConfig
 from common.errors import BadRequestError, ContextLengthError
 from common.sampling import SamplingParams
+
+
+class JobRunner(Protocol):
+    """Anything that runs a job: an engine, or a lease on one (which also records metrics)."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
 
 
 def _check_ids(ids: Sequence[int], vocab: int, param: str) -> None:
@@ -133,16 +140,16 @@ class Completion:
             self.stats = chunk.stats
 
 
-async def collect(engine: Engine, request: GenerationRequest) -> Completion:
+async def collect(source: JobRunner, request: GenerationRequest) -> Completion:
     completion = Completion()
-    async for chunk in engine.generate(request):
+    async for chunk in source.generate(request):
         completion.add(chunk)
     return completion
 
 
-async def collect_all(engine: Engine, requests: list[GenerationRequest]) -> list[Completion]:
+async def collect_all(source: JobRunner, requests: list[GenerationRequest]) -> list[Completion]:
     """Run every job at once; if one fails the others are cancelled."""
-    tasks = [asyncio.ensure_future(collect(engine, request)) for request in requests]
+    tasks = [asyncio.ensure_future(collect(source, request)) for request in requests]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -153,21 +160,21 @@ async def collect_all(engine: Engine, requests: list[GenerationRequest]) -> list
 
 
 async def merge_streams(
-    engine: Engine, requests: list[GenerationRequest]
+    source: JobRunner, requests: list[GenerationRequest]
 ) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """Chunks of several jobs as they come, tagged with the job's index.
 
     Closing the iterator (a client that went away) cancels every job.
     """
     if len(requests) == 1:
-        async for chunk in engine.generate(requests[0]):
+        async for chunk in source.generate(requests[0]):
             yield 0, chunk
         return
     queue: asyncio.Queue[tuple[int, GenerationChunk | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, request: GenerationRequest) -> None:
         try:
-            async for chunk in engine.generate(request):
+            async for chunk in source.generate(request):
                 await queue.put((index, chunk))
         except Exception as exc:
             await queue.put((index, exc))
@@ -189,12 +196,3 @@ async def merge_streams(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def total_usage(
-    completions: Sequence[Completion], prompt_counts: Sequence[int]
-) -> tuple[int, int, int]:
-    """(prompt, completion, cached) token counts; each distinct prompt is counted once."""
-    completion_tokens = sum(c.stats.completion_tokens if c.stats else 0 for c in completions)
-    cached = sum(c.stats.cached_tokens if c.stats else 0 for c in completions)
-    return sum(prompt_counts), completion_tokens, cached

@@ -17,10 +17,18 @@ from typing import Any
 import yaml
 from loguru import logger
 
-from backends.base import DraftOptions, Engine, LoadOptions, LoadProgress
+from backends.base import (
+    DraftOptions,
+    Engine,
+    GenerationChunk,
+    GenerationRequest,
+    LoadOptions,
+    LoadProgress,
+)
 from backends.registry import choose_backend, create_engine
 from common.config import ModelConfig, ServalConfig
 from common.errors import BadRequestError, ServalError, UnavailableError
+from common.metrics import Metrics
 from common.model_files import check_model_folder, resolve_model_folder
 from common.templating import ChatTemplate, find_model_template
 
@@ -76,8 +84,13 @@ class LoadPlan:
 
 
 class ModelContainer:
-    def __init__(self, config: ServalConfig) -> None:
+    def __init__(self, config: ServalConfig, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_engine(
+            lambda: self.engine.active_jobs if self.engine else 0,
+            lambda: self.engine.queued_jobs if self.engine else 0,
+        )
         self.engine: Engine | None = None
         self.template: ChatTemplate | None = None
         self.plan: LoadPlan | None = None
@@ -198,6 +211,7 @@ class ModelContainer:
                     raise
                 self.engine, self.template, self.plan = engine, template, plan
                 self.load_seconds = time.perf_counter() - started
+                self.metrics.model_load_seconds.set(self.load_seconds)
             except ServalError as exc:
                 logger.error(f"loading {plan.name} failed: {exc.message}")
                 await self._restore(previous)
@@ -273,6 +287,9 @@ class ModelContainer:
         self._users += 1
         return Lease(self, engine, self.plan.name if self.plan else engine.options.name)
 
+    def lease_ended(self) -> None:
+        self._users -= 1
+
     @asynccontextmanager
     async def use(self) -> AsyncIterator[Lease]:
         lease = await self.acquire()
@@ -283,7 +300,7 @@ class ModelContainer:
 
 
 class Lease:
-    """One request's hold on the loaded engine."""
+    """One request's hold on the loaded engine; its jobs are counted in the metrics."""
 
     def __init__(self, container: ModelContainer, engine: Engine, name: str) -> None:
         self._container = container
@@ -292,7 +309,20 @@ class Lease:
         self.template = container.template
         self._released = False
 
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        metrics = self._container.metrics
+        finished = False
+        try:
+            async for chunk in self.engine.generate(request):
+                if chunk.stats is not None:
+                    finished = True
+                    metrics.job_finished(chunk.stats)
+                yield chunk
+        finally:
+            if not finished:
+                metrics.jobs_cancelled.inc()
+
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._container._users -= 1
+            self._container.lease_ended()

@@ -11,15 +11,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.metrics import Metrics
 from endpoints.errors import error_body
 
 
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``), caps its body and logs it once it ends."""
 
-    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_size: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +82,10 @@ class RequestContextMiddleware:
         )
 
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
-        elapsed = (time.perf_counter() - started) * 1000
+        seconds = time.perf_counter() - started
+        route = scope.get("route")
+        self.metrics.request_done(getattr(route, "path", "unmatched"), status, seconds)
+        elapsed = seconds * 1000
         extra = scope.get("state", {}).get("log_extra", "")
         line = f"{request_id[:8]} {scope['method']} {scope['path']} {status} {elapsed:.0f} ms"
         if extra:

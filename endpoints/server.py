@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from common.progress import shown_in_console
-from endpoints.core import health, models, sampling, templates, tokens
+from endpoints.core import health, metrics, models, sampling, templates, tokens
 from endpoints.errors import install_error_handlers
 from endpoints.middleware import RequestContextMiddleware
 from endpoints.OAI import chat, completions
@@ -63,7 +63,7 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     )
     app.state.serval = state
     install_error_handlers(app, config.network.send_tracebacks)
-    for module in (health, models, tokens, templates, sampling):
+    for module in (health, metrics, models, tokens, templates, sampling):
         app.include_router(module.router)
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)
@@ -76,5 +76,9 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
             allow_headers=["*"],
             allow_credentials=False,
         )
-    app.add_middleware(RequestContextMiddleware, max_body_size=config.network.max_body_size)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_size=config.network.max_body_size,
+        metrics=state.metrics,
+    )
     return app

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from common.auth import Authenticator
 from common.config import ServalConfig
+from common.metrics import Metrics
 from common.model import ModelContainer
 from common.sampling import OverrideState
 
@@ -20,3 +21,7 @@ class ServerState:
     overrides: OverrideState = field(default_factory=OverrideState)
     started_at: float = field(default_factory=time.time)
     background_tasks: set[asyncio.Task] = field(default_factory=set)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.container.metrics

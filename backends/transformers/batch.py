@@ -220,6 +220,11 @@ class BatchScheduler:
             sequence.prefilled = end
         if sequence.prefilled >= len(prompt) - 1:
             self.waiting.popleft()
+            if sequence.request.max_new_tokens == 0:  # scoring the prompt only (echo)
+                sequence.prefill_cache = None
+                sequence.first_token_at = time.perf_counter()
+                self._finish(sequence, "length", None)
+                return
             self.batch.add(sequence.prefill_cache, sequence.prefilled)
             sequence.prefill_cache = None
             sequence.pending_token = prompt[-1]

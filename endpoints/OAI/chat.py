@@ -194,7 +194,7 @@ async def _stream(
                 for i in range(len(jobs))
             ],
         )
-        async for index, chunk in merge_streams(plan.engine, jobs):
+        async for index, chunk in merge_streams(lease, jobs):
             results[index].add(chunk)
             if not chunk.text and chunk.finish_reason is None:
                 continue
@@ -239,7 +239,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     if body.stream and not state.config.developer.disable_request_streaming:
         return sse_response(_stream(plan, jobs, lease), state.config.network.sse_ping_interval)
     try:
-        completions = await cancel_on_disconnect(request, collect_all(plan.engine, jobs))
+        completions = await cancel_on_disconnect(request, collect_all(lease, jobs))
     finally:
         lease.release()
     return _response(plan, completions)

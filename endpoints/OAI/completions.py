@@ -167,7 +167,7 @@ async def _stream(
         "system_fingerprint": fingerprint(plan.engine.backend),
     }
     try:
-        async for index, chunk in merge_streams(plan.engine, jobs):
+        async for index, chunk in merge_streams(lease, jobs):
             results[index].add(chunk)
             text = chunk.text
             piece = Completion(logprobs=chunk.logprobs or [], prompt_logprobs=chunk.prompt_logprobs)
@@ -215,7 +215,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
     if stream:
         return sse_response(_stream(plan, jobs, lease), state.config.network.sse_ping_interval)
     try:
-        completions = await cancel_on_disconnect(request, collect_all(plan.engine, jobs))
+        completions = await cancel_on_disconnect(request, collect_all(lease, jobs))
     finally:
         lease.release()
     response = _response(plan, completions)
