@@ -1,0 +1,106 @@
+"""Chat templates: errors reported as 400s, runaway templates stopped, switching templates."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import ServerProcess
+
+TEMPLATES = {
+    "tiny-raise": "{{ raise_exception('System messages are not supported by this model') }}",
+    "tiny-loop": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "tiny-attr": "{{ messages.__class__.__mro__[1].__subclasses__() }}",
+    "tiny-undefined": "{{ messages[0].content.upper(1, 2, 3) }}",
+}
+CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+
+
+@pytest.fixture(scope="module")
+def template_server(
+    tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("template-models")
+    for name, source in TEMPLATES.items():
+        shutil.copytree(tiny_models / "tiny-a", base / name)
+        (base / name / "chat_template.jinja").write_text(source)
+    shutil.copytree(tiny_models / "tiny-a", base / "tiny-a")
+    config = {
+        "model": {"model_dir": str(base), "model_name": "tiny-a"},
+        "embeddings": {"embedding_model_name": None},
+        "limits": {"template_timeout": 1.0},
+    }
+    process = ServerProcess(tmp_path_factory.mktemp("template-server"), config).start()
+    yield process
+    process.stop()
+
+
+def _use(server: ServerProcess, name: str) -> None:
+    with (
+        server.admin() as admin,
+        admin.stream("POST", "/v1/model/load", json={"model_name": name}) as r,
+    ):
+        assert r.status_code == 200
+        r.read()
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ("tiny-raise", "System messages are not supported"),
+        ("tiny-loop", "longer than"),
+        ("tiny-attr", "Template error"),
+        ("tiny-undefined", "Template error"),
+    ],
+)
+def test_template_problems_are_400_and_the_server_keeps_serving(
+    template_server: ServerProcess, model: str, words: str
+) -> None:
+    _use(template_server, model)
+    with template_server.client() as client:
+        started = time.monotonic()
+        response = client.post("/v1/chat/completions", json=CHAT)
+        assert response.status_code == 400, response.text
+        assert words in response.json()["error"]["message"]
+        assert time.monotonic() - started < 10
+        streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert streamed.status_code == 400
+        assert httpx.get(f"{template_server.url}/health").status_code == 200
+        assert (
+            client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code
+            == 200
+        )
+
+
+def test_switching_templates_changes_the_prompt(template_server: ServerProcess) -> None:
+    _use(template_server, "tiny-a")
+    messages = [{"role": "user", "content": "Hello there"}]
+    with template_server.admin() as admin:
+        names = admin.get("/v1/templates").json()["data"]
+        assert {"chatml", "alpaca"} <= set(names)
+
+        def rendered() -> str:
+            tokens = admin.post("/v1/token/encode", json={"text": messages}).json()["tokens"]
+            return admin.post("/v1/token/decode", json={"tokens": tokens}).json()["text"]
+
+        assert "<|im_start|>user" in rendered()
+        assert admin.post("/v1/template/switch", json={"name": "alpaca"}).status_code == 200
+        assert "### Instruction:\nHello there" in rendered()
+        with template_server.client() as client:
+            assert client.get("/v1/templates").json()["data"] == ["alpaca"]
+        for bad in ("../config", "/etc/passwd", "a/../../b"):
+            refused = admin.post("/v1/template/switch", json={"name": bad})
+            assert refused.status_code == 400, bad
+        missing = admin.post("/v1/template/switch", json={"name": "nope"})
+        assert missing.status_code == 404
+        assert admin.post("/v1/template/unload").status_code == 200
+        no_template = admin.post("/v1/chat/completions", json=CHAT)
+        assert no_template.status_code == 400
+        assert no_template.json()["error"]["code"] == "no_chat_template"
+        assert admin.post("/v1/template/switch", json={"name": "chatml"}).status_code == 200
+        assert admin.post("/v1/chat/completions", json=CHAT).status_code == 200
