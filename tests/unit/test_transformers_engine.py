@@ -1,0 +1,116 @@
+"""The transformers engine on a tiny random model: batching, stops, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backends.base import GenerationRequest, LoadOptions
+from backends.transformers.engine import TransformersEngine
+from common.config import LimitsConfig
+from common.errors import ContextLengthError
+from common.generation import Completion, build_request, collect
+from common.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: Path) -> Iterator[TransformersEngine]:
+    loop = asyncio.new_event_loop()
+    engine = TransformersEngine(
+        LoadOptions(path=tiny_models / "tiny-a", name="tiny-a", dtype="float32")
+    )
+
+    async def load() -> list:
+        return [event async for event in engine.load()]
+
+    events = loop.run_until_complete(load())
+    assert events[-1].status == "finished"
+    assert [e.module for e in events] == sorted(e.module for e in events)
+    engine._loop = loop  # type: ignore[attr-defined]
+    yield engine
+    loop.run_until_complete(engine.unload())
+    loop.close()
+
+
+def run(engine: TransformersEngine, coroutine):
+    return engine._loop.run_until_complete(coroutine)  # type: ignore[attr-defined]
+
+
+def job(
+    engine: TransformersEngine, prompt: str, params: SamplingParams = GREEDY, **kw
+) -> GenerationRequest:
+    params = SamplingParams(**{**params.__dict__, **kw})
+    return build_request(engine, "t", engine.encode(prompt), params, LimitsConfig())
+
+
+def test_concurrent_jobs_give_the_same_text_as_one_by_one(engine: TransformersEngine) -> None:
+    prompts = ["The import statement", "A class", "Exceptions are raised when", "x"]
+    alone = [
+        run(engine, collect(engine, job(engine, p, max_tokens=12, min_tokens=12))) for p in prompts
+    ]
+
+    async def together() -> list[Completion]:
+        return await asyncio.gather(
+            *(collect(engine, job(engine, p, max_tokens=12, min_tokens=12)) for p in prompts)
+        )
+
+    batched = run(engine, together())
+    assert [c.token_ids for c in batched] == [c.token_ids for c in alone]
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 12 for c in batched)
+
+
+def test_stop_string_across_token_boundary(engine: TransformersEngine) -> None:
+    full = run(
+        engine, collect(engine, job(engine, "The import statement", max_tokens=16, min_tokens=16))
+    )
+    pieces = [engine.token_piece(t) for t in full.token_ids]
+    assert len(pieces) > 6
+    # A stop string made of the end of one token and the start of the next.
+    boundary = sum(len(p) for p in pieces[:4])
+    stop = full.text[boundary - 1 : boundary + 1]
+    assert len(stop) == 2
+    stopped = run(
+        engine,
+        collect(
+            engine, job(engine, "The import statement", max_tokens=16, min_tokens=16, stop=(stop,))
+        ),
+    )
+    assert stopped.finish_reason == "stop" and stopped.stop_reason == stop
+    assert stopped.text == full.text[: full.text.index(stop)]
+
+
+def test_eos_from_generation_config_stops(engine: TransformersEngine, tiny_models: Path) -> None:
+    config = json.loads((tiny_models / "tiny-a" / "generation_config.json").read_text())
+    assert config["eos_token_id"] == 2
+    forced = job(engine, "Hello", max_tokens=10, logit_bias=((2, 100.0),))
+    result = run(engine, collect(engine, forced))
+    assert result.finish_reason == "stop" and result.stop_reason == 2
+    assert result.token_ids == []
+
+
+def test_cancelling_the_consumer_stops_the_job(engine: TransformersEngine) -> None:
+    async def scenario() -> int:
+        stream = engine.generate(job(engine, "Hello", max_tokens=400, min_tokens=400))
+        for _ in range(3):
+            await stream.__anext__()
+        await stream.aclose()
+        for _ in range(50):
+            if engine.active_jobs == 0 and engine.queued_jobs == 0:
+                break
+            await asyncio.sleep(0.01)
+        return engine.active_jobs + engine.queued_jobs
+
+    assert run(engine, scenario()) == 0
+
+
+def test_prompt_over_the_context_is_refused(engine: TransformersEngine) -> None:
+    with pytest.raises(ContextLengthError):
+        build_request(engine, "t", [5] * 600, GREEDY, LimitsConfig())
+    request = build_request(engine, "t", [5] * 500, GREEDY, LimitsConfig())
+    assert request.max_new_tokens == 12  # max_tokens is clamped to what is left of the context
