@@ -26,6 +26,7 @@ from backends.base import (
     LoadProgress,
 )
 from backends.registry import choose_backend, create_engine
+from common.admission import Admission
 from common.config import ModelConfig, ServalConfig
 from common.errors import BadRequestError, ServalError, UnavailableError
 from common.metrics import Metrics
@@ -87,6 +88,10 @@ class ModelContainer:
     def __init__(self, config: ServalConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.admission = Admission(
+            config.network.max_concurrent_requests, config.network.max_queued_requests
+        )
+        self.metrics.waiting_requests.set_function(lambda: self.admission.waiting)
         self.metrics.watch_engine(
             lambda: self.engine.active_jobs if self.engine else 0,
             lambda: self.engine.queued_jobs if self.engine else 0,
@@ -283,12 +288,18 @@ class ModelContainer:
 
         A load with ``skip_queue`` false waits until every lease is released.
         """
-        engine = await self.current()
+        await self.admission.enter()
+        try:
+            engine = await self.current()
+        except BaseException:
+            self.admission.leave()
+            raise
         self._users += 1
         return Lease(self, engine, self.plan.name if self.plan else engine.options.name)
 
     def lease_ended(self) -> None:
         self._users -= 1
+        self.admission.leave()
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[Lease]:
