@@ -56,6 +56,9 @@ class NetworkConfig(Section):
     max_body_size: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request body (slow clients)."
+    )
     max_concurrent_requests: int = Field(
         0,
         ge=0,

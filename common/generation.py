@@ -89,6 +89,12 @@ def build_request(
             f"{len(prompt_ids)} tokens.",
             param="prompt",
         )
+    if params.max_tokens and params.max_tokens > max_seq_len:
+        raise ContextLengthError(
+            f"max_tokens ({params.max_tokens}) is larger than this model's context length "
+            f"({max_seq_len} tokens).",
+            param="max_tokens",
+        )
     wanted = params.max_tokens or room
     if limits.max_tokens:
         wanted = min(wanted, limits.max_tokens)

@@ -76,12 +76,15 @@ def _folder_defaults(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @dataclass
 class LoadPlan:
-    """Settings for one load, after merging config, request and the folder's own defaults."""
+    """A checked load: settings merged from config, request and the folder's own defaults."""
 
     name: str
     path: Path
     settings: dict[str, Any]
-    draft: dict[str, Any] = field(default_factory=dict)
+    draft: dict[str, Any]
+    backend: str
+    options: LoadOptions
+    template: ChatTemplate | None = field(compare=False)
 
 
 class ModelContainer:
@@ -120,10 +123,12 @@ class ModelContainer:
     def plan_load(
         self, name: str, request: dict[str, Any] | None = None, draft: dict[str, Any] | None = None
     ) -> LoadPlan:
-        """Merge settings for loading ``name``: config < request < the folder's tabby_config.yml.
+        """Check a load of ``name`` before anything is unloaded, and merge its settings.
 
-        With ``request`` None (start-up) every model key of the config applies; for API loads
-        only the keys listed in ``model.use_as_default`` do.
+        Settings: config < request < the folder's tabby_config.yml. With ``request`` None
+        (start-up) every model key of the config applies; for API loads only the keys listed in
+        ``model.use_as_default`` do. Raises 4xx errors for names, folders, engines and templates
+        that cannot work.
         """
         path = resolve_model_folder(self.model_dir, name)
         model_config: ModelConfig = self.config.model
@@ -145,10 +150,18 @@ class ModelContainer:
         }
         draft_settings.update({k: v for k, v in (draft or {}).items() if v is not None})
         draft_settings.update({k: v for k, v in folder_draft.items() if k in DRAFT_KEYS})
-        return LoadPlan(name=name, path=path, settings=settings, draft=draft_settings)
+        check_model_folder(path)
+        return LoadPlan(
+            name=name,
+            path=path,
+            settings=settings,
+            draft=draft_settings,
+            backend=choose_backend(settings.get("backend"), path),
+            options=self._options(name, path, settings, draft_settings),
+            template=find_model_template(path, settings.get("prompt_template")),
+        )
 
-    def _draft_options(self, plan: LoadPlan) -> DraftOptions | None:
-        draft = plan.draft
+    def _draft_options(self, draft: dict[str, Any]) -> DraftOptions | None:
         mode = draft.get("draft_mode", "model")
         if mode == "ngram":
             return DraftOptions(
@@ -167,11 +180,12 @@ class ModelContainer:
             num_tokens=draft.get("draft_num_tokens", 4),
         )
 
-    def _options(self, plan: LoadPlan) -> LoadOptions:
-        s = plan.settings
+    def _options(
+        self, name: str, path: Path, s: dict[str, Any], draft: dict[str, Any]
+    ) -> LoadOptions:
         return LoadOptions(
-            path=plan.path,
-            name=plan.name,
+            path=path,
+            name=name,
             max_seq_len=s.get("max_seq_len"),
             cache_size=s.get("cache_size"),
             cache_mode=s.get("cache_mode") or "FP16",
@@ -184,7 +198,7 @@ class ModelContainer:
             gpu_split=tuple(s.get("gpu_split") or ()),
             tensor_parallel=bool(s.get("tensor_parallel")),
             dtype=s.get("dtype") or "auto",
-            draft=self._draft_options(plan),
+            draft=self._draft_options(draft),
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:
@@ -197,24 +211,20 @@ class ModelContainer:
             if self.engine is not None and self.plan == plan:
                 yield LoadProgress("model", 1, 1, "finished")
                 return
-            check_model_folder(plan.path)
-            backend = choose_backend(plan.settings.get("backend"), plan.path)
-            options = self._options(plan)
-            template = find_model_template(plan.path, plan.settings.get("prompt_template"))
             self._settled.clear()
             previous = self.plan
             try:
                 await self._drain(skip_queue)
                 await self._unload_engine()
                 started = time.perf_counter()
-                engine = create_engine(backend, options)
+                engine = create_engine(plan.backend, plan.options)
                 try:
                     async for progress in engine.load():
                         yield progress
                 except BaseException:
                     await engine.unload()
                     raise
-                self.engine, self.template, self.plan = engine, template, plan
+                self.engine, self.template, self.plan = engine, plan.template, plan
                 self.load_seconds = time.perf_counter() - started
                 self.metrics.model_load_seconds.set(self.load_seconds)
             except ServalError as exc:
@@ -233,16 +243,10 @@ class ModelContainer:
             return
         logger.info(f"loading {previous.name} again")
         try:
-            engine = create_engine(
-                choose_backend(previous.settings.get("backend"), previous.path),
-                self._options(previous),
-            )
+            engine = create_engine(previous.backend, previous.options)
             async for _ in engine.load():
                 pass
-            self.engine, self.plan = engine, previous
-            self.template = find_model_template(
-                previous.path, previous.settings.get("prompt_template")
-            )
+            self.engine, self.plan, self.template = engine, previous, previous.template
         except Exception:
             logger.exception(f"could not load {previous.name} again")
 

@@ -55,6 +55,7 @@ class SamplerRequest(BaseModel):
     max_tokens: int | None = Field(
         None,
         ge=0,
+        le=10_000_000,
         validation_alias=_aliases("max_tokens", "max_completion_tokens", "max_length"),
         description="Most tokens to generate (absent or 0: fill the context).",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -18,9 +19,12 @@ from endpoints.errors import error_body
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``), caps its body and logs it once it ends."""
 
-    def __init__(self, app: ASGIApp, max_body_size: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_size: int, body_timeout: float, metrics: Metrics
+    ) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,15 +43,25 @@ class RequestContextMiddleware:
             self._log(scope, 413, started, request_id)
             return
         received = 0
+        body_done = False
         limit = self.max_body_size
+        timeout = self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only a disconnect can come: wait as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The request body took over {timeout:g} s to arrive."
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise HTTPException(413, f"The request body is larger than {limit} bytes.")
+                body_done = not message.get("more_body", False)
             return message
 
         async def send_with_id(message: Message) -> None:

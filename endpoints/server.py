@@ -79,6 +79,7 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_size=config.network.max_body_size,
+        body_timeout=config.network.body_timeout,
         metrics=state.metrics,
     )
     return app

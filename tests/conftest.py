@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.fail("the default model is missing: run ./test.sh (it fetches it)")
     config = {
-        "network": {"api_servers": ["OAI", "Kobold"], "sse_ping_interval": 1},
+        "network": {"api_servers": ["OAI", "Kobold"], "sse_ping_interval": 1, "body_timeout": 2},
         "model": {"model_dir": str(ROOT / "models"), "model_name": DEFAULT_MODEL.name},
         "embeddings": {"embedding_model_dir": str(ROOT / "models")},
     }

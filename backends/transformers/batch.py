@@ -28,7 +28,7 @@ from backends.base import GenerationChunk, GenerationRequest, GenerationStats, T
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
 from backends.transformers.samplers import SamplerContext, apply_transforms, choose_token
-from common.errors import GenerationError, UnavailableError
+from common.errors import GenerationError, ServalError, UnavailableError
 
 Emit = Callable[[GenerationChunk | BaseException], None]
 
@@ -119,7 +119,6 @@ class BatchScheduler:
             context=context,
             decoder=IncrementalDecoder(self.decode, request.prompt_ids),
             gate=TextGate(request.stop_strings, params.banned_strings),
-            matcher=self.make_matcher(request.grammar.grammar) if request.grammar else None,
         )
         self._inbox.put(sequence)
         return sequence
@@ -201,6 +200,16 @@ class BatchScheduler:
         """Feed the next chunk of the prompt (all but its last token) of a waiting sequence."""
         if sequence.prefill_cache is None:
             sequence.prefill_started = time.perf_counter()
+            if sequence.request.grammar is not None:
+                try:
+                    sequence.matcher = self.make_matcher(sequence.request.grammar.grammar)
+                except Exception as exc:  # a grammar the tokenizer cannot serve fails its job only
+                    self.waiting.popleft()
+                    sequence.finished = True
+                    sequence.emit(
+                        exc if isinstance(exc, ServalError) else GenerationError(str(exc))
+                    )
+                    return
             sequence.prefill_cache = self._empty_cache()
             if sequence.request.prompt_logprobs:
                 sequence.prompt_logprobs = [None]

@@ -23,6 +23,7 @@ from backends.base import (
 )
 from backends.transformers.batch import BatchScheduler, emitter
 from common.errors import BadRequestError, ContextLengthError, UnavailableError
+from common.grammar import parser_limits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -228,7 +229,7 @@ class TransformersEngine(Engine):
             self._ll_tokenizer = llguidance.hf.from_tokenizer(
                 self.tokenizer, n_vocab=self._vocab_size, eos_token=self.special_tokens.eos_ids[0]
             )
-        matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar)
+        matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar, limits=parser_limits())
         if matcher.is_error():
             raise BadRequestError(f"Invalid grammar: {matcher.get_error()}")
         return matcher
