@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from common.progress import shown_in_console
+from endpoints.console import mount_console
 from endpoints.core import health, metrics, models, sampling, templates, tokens
 from endpoints.errors import install_error_handlers
 from endpoints.middleware import RequestContextMiddleware
@@ -68,6 +69,8 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)
         app.include_router(chat.router)
+    if config.network.web_console:
+        mount_console(app)  # after the API routes, so it never answers one of their paths
     if config.network.cors_origins:
         app.add_middleware(
             CORSMiddleware,
