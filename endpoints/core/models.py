@@ -76,7 +76,7 @@ def _folder_cards(
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List models")
-@router.get("/v1/model/list", response_model=ModelList, include_in_schema=False)
+@router.get("/v1/model/list", response_model=ModelList)
 async def list_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
     """Admin keys see every model folder; api keys only the loaded model."""
     state = get_state(request)

@@ -18,9 +18,7 @@ router = APIRouter(tags=["Sampling"])
     response_model=OverrideListResponse,
     summary="Sampler overrides in effect",
 )
-@router.get(
-    "/v1/sampling/override/list", response_model=OverrideListResponse, include_in_schema=False
-)
+@router.get("/v1/sampling/override/list", response_model=OverrideListResponse)
 async def overrides(
     request: Request, level: KeyLevel = Depends(require_api)
 ) -> OverrideListResponse:

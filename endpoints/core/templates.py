@@ -13,7 +13,7 @@ router = APIRouter(tags=["Templates"])
 
 
 @router.get("/v1/templates", response_model=NameList, summary="List chat templates")
-@router.get("/v1/template/list", response_model=NameList, include_in_schema=False)
+@router.get("/v1/template/list", response_model=NameList)
 async def templates(request: Request, level: KeyLevel = Depends(require_api)) -> NameList:
     """Admin keys see every file in templates/; api keys the template in use."""
     if level >= KeyLevel.ADMIN:
