@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 DEFAULT_MAX_BATCH_SIZE = 16
+CPU_PREFILL_CHUNK = 256
 LOAD_STEPS = ("config", "tokenizer", "weights", "warm-up")
 
 
@@ -93,7 +94,7 @@ class TransformersEngine(Engine):
             make_matcher=self._make_matcher,
             device=self.device,
             max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
-            chunk_size=self.options.chunk_size,
+            chunk_size=self.prefill_chunk,
         )
         logger.info(
             f"{self.options.name} loaded on {self.device.type} in {self._dtype_name}"
@@ -169,6 +170,14 @@ class TransformersEngine(Engine):
             torch.cuda.empty_cache()
 
     @property
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per forward pass: small on a CPU, so a cancelled job stops quickly and
+        running streams keep flowing while a long prompt is read."""
+        if self.device.type == "cpu":
+            return min(self.options.chunk_size, CPU_PREFILL_CHUNK)
+        return self.options.chunk_size
+
+    @property
     def _dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
@@ -213,7 +222,7 @@ class TransformersEngine(Engine):
             cache_size=self._max_seq_len,
             max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
             cache_mode="FP16" if self.dtype != torch.float32 else "FP32",
-            chunk_size=self.options.chunk_size,
+            chunk_size=self.prefill_chunk,
             dtype=self._dtype_name,
             device=self.device.type,
             capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed"}),
