@@ -98,6 +98,7 @@ class ExLlamaEngine(Engine):
         self._special: SpecialTokens | None = None
         self._vocab_size = 0
         self._pieces: list[str] = []
+        self._plain_tokenizer: Any = None
 
     # ----- pieces the subclasses provide ------------------------------------------------------
 
@@ -130,9 +131,19 @@ class ExLlamaEngine(Engine):
     # ----- set by the subclass's load ---------------------------------------------------------
 
     def settle_tokens(
-        self, tokenizer: Any, vocab_size: int, special: SpecialTokens, pieces: list[str]
+        self,
+        tokenizer: Any,
+        hf_tokenizer: Any,
+        vocab_size: int,
+        special: SpecialTokens,
+        pieces: list[str],
     ) -> None:
+        """Take the library's tokenizer; ``hf_tokenizer`` is the ``tokenizers`` object in it."""
+        from tokenizers import Tokenizer
+
         self.tokenizer = tokenizer
+        self._plain_tokenizer = Tokenizer.from_str(hf_tokenizer.to_str())
+        self._plain_tokenizer.encode_special_tokens = True
         self._vocab_size = vocab_size
         self._special = special
         self._pieces = pieces
@@ -143,8 +154,11 @@ class ExLlamaEngine(Engine):
     def encode(
         self, text: str, add_bos: bool | None = None, encode_special: bool = True
     ) -> list[int]:
-        ids = self.tokenizer.encode(text, add_bos=False, encode_special_tokens=encode_special)
-        ids = [int(i) for i in ids.reshape(-1).tolist()]
+        if encode_special:
+            encoded = self.tokenizer.encode(text, add_bos=False, encode_special_tokens=True)
+            ids = [int(i) for i in encoded.reshape(-1).tolist()]
+        else:  # ExLlamaV2 matches special tokens even when told not to
+            ids = self._plain_tokenizer.encode(text, add_special_tokens=False).ids
         special = self.special_tokens
         if add_bos is None:
             add_bos = special.add_bos_default

@@ -65,7 +65,9 @@ def extension_build_dir(extension: str) -> Path | None:
 
 def needs_build(package: str, extension: str) -> bool:
     """True when importing ``package`` will compile ``extension`` (no prebuilt or cached copy)."""
-    if importlib.util.find_spec(extension) is not None:
+    import torch
+
+    if not torch.version.cuda or importlib.util.find_spec(extension) is not None:
         return False
     build_dir = extension_build_dir(extension)
     return build_dir is None or not (build_dir / f"{extension}.so").is_file()

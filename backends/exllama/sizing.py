@@ -59,9 +59,10 @@ def job_room(prompt_len: int, wanted: int, capacity: int, reserve: int) -> int:
     """
     room = capacity - prompt_len - reserve
     if room < 1:
+        reserved = f", {reserve} of them kept for the generator" if reserve else ""
         raise ContextLengthError(
             f"The prompt has {prompt_len} tokens, but a job may hold at most {capacity} tokens "
-            f"in this model's cache ({reserve} of them reserved for the generator).",
+            f"in this model's cache{reserved}.",
             param="prompt",
         )
     return min(wanted, room)

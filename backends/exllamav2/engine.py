@@ -113,6 +113,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
         tokenizer = read_tokenizer(self.config)
         self.settle_tokens(
             tokenizer,
+            tokenizer.tokenizer_model.hf_tokenizer,
             vocab_size=self.config.vocab_size,
             special=special_tokens(self.config, tokenizer),
             pieces=tokenizer.get_id_to_piece_list(True),

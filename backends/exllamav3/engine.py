@@ -123,7 +123,11 @@ class ExLlamaV3Engine(ExLlamaEngine):
             ),
         )
         self.settle_tokens(
-            tokenizer, self.config.vocab_size, special, tokenizer.get_id_to_piece_list(True)
+            tokenizer,
+            tokenizer.tokenizer,
+            self.config.vocab_size,
+            special,
+            tokenizer.get_id_to_piece_list(True),
         )
         self.limits = Limits(
             max_seq_len=min(max_seq_len, cache),
