@@ -32,11 +32,11 @@ def unavailable_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None when it can."""
     if backend == "transformers":
         return None if importlib.util.find_spec("transformers") else "transformers is not installed"
+    if not cuda_available():
+        return "no CUDA GPU is visible to torch"
     if importlib.util.find_spec(backend) is None:
         extra = "exl2" if backend == "exllamav2" else "exl3"
         return f"{backend} is not installed (install the {extra} extra)"
-    if not cuda_available():
-        return f"{backend} needs a CUDA GPU and a CUDA build of torch"
     return None
 
 
@@ -91,9 +91,23 @@ def create_engine(backend: str, options: LoadOptions) -> Engine:
     raise BadRequestError(f"Unknown backend {backend!r}")
 
 
+def gpu_engines_note() -> str | None:
+    """One line saying why the GPU engines cannot run here, or None when both can."""
+    reasons = {b: unavailable_reason(b) for b in ("exllamav2", "exllamav3")}
+    missing = {b: r for b, r in reasons.items() if r}
+    if not missing:
+        return None
+    names = " and ".join(missing)
+    if len(set(missing.values())) == 1:
+        why = next(iter(missing.values()))
+    else:
+        why = "; ".join(f"{b}: {r}" for b, r in missing.items())
+    serves = "the transformers engine serves" if len(missing) == 2 else "the other engines serve"
+    return f"{names} unavailable ({why}); {serves}"
+
+
 def log_engine_availability() -> None:
-    """One line per GPU engine that cannot run here, saying why."""
-    for backend in ("exllamav2", "exllamav3"):
-        reason = unavailable_reason(backend)
-        if reason:
-            logger.info(f"{backend} engine unavailable: {reason}; the transformers engine serves")
+    """One start-up line when a GPU engine cannot run here, saying why."""
+    note = gpu_engines_note()
+    if note:
+        logger.info(note)

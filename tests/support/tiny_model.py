@@ -61,6 +61,7 @@ def build_tiny_model(
     head_dim: int | None = None,
     max_position_embeddings: int = 512,
     dtype: str = "float32",
+    initializer_range: float = 0.02,
 ) -> Path:
     """Write a tiny random Llama model folder at ``target`` and return it."""
     import torch
@@ -81,6 +82,7 @@ def build_tiny_model(
         eos_token_id=2,
         pad_token_id=2,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))

@@ -1,0 +1,290 @@
+"""What the ExLlamaV2 and ExLlamaV3 engines do alike: tokens, the job stream, cancellation.
+
+Both libraries have the same tokenizer calls and the same dynamic-generator results; each
+engine subclass loads its model, builds its jobs and switches its LoRAs.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import functools
+import gc
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import (
+    Engine,
+    EngineInfo,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    LoadOptions,
+    SpecialTokens,
+)
+from backends.exllama.driver import GeneratorDriver, JobHandle
+from backends.exllama.results import ResultReader
+from backends.exllama.sizing import job_room
+from common.errors import UnavailableError, UnsupportedError
+
+
+def bos_by_default(hf_tokenizer: Any, bos_id: int | None, tokenizer_config: dict | None) -> bool:
+    """Whether the model's own tokenizer puts BOS first: its post-processor, else its config."""
+    if bos_id is None:
+        return False
+    try:
+        probe = hf_tokenizer.encode("a", add_special_tokens=True).ids
+    except Exception:
+        probe = []
+    if probe and probe[0] == bos_id:
+        return True
+    return bool((tokenizer_config or {}).get("add_bos_token", False))
+
+
+def unique_ids(*groups: Iterable[int | None] | int | None) -> tuple[int, ...]:
+    found: list[int] = []
+    for group in groups:
+        items = [group] if group is None or isinstance(group, int) else list(group)
+        found += [int(i) for i in items if i is not None and int(i) >= 0]
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass
+class Limits:
+    """Sizes settled at load: the context, the cache, and what a job reserves beyond its tokens."""
+
+    max_seq_len: int
+    cache_tokens: int
+    max_batch_size: int
+    chunk_size: int
+    draft_tokens: int = 0
+
+
+class _Sink:
+    """Passes one job's results, read on the worker thread, to the event loop."""
+
+    def __init__(self, reader: ResultReader, loop: asyncio.AbstractEventLoop) -> None:
+        self.reader = reader
+        self.loop = loop
+        self.outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+
+    def _put(self, item: GenerationChunk | BaseException) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+    def on_result(self, result: dict[str, Any]) -> None:
+        chunk = self.reader.read(result)
+        if chunk is not None:
+            self._put(chunk)
+
+    def on_error(self, error: BaseException) -> None:
+        self._put(error)
+
+
+class ExLlamaEngine(Engine):
+    """The shared part of the two ExLlama engines; subclasses fill in the library calls."""
+
+    tokens_outlive_rewind = False
+
+    def __init__(self, options: LoadOptions) -> None:
+        super().__init__(options)
+        self.tokenizer: Any = None
+        self.driver: GeneratorDriver | None = None
+        self.limits: Limits | None = None
+        self.rope_alpha = 1.0
+        self.loras: list[tuple[str, float, Any]] = []
+        self._special: SpecialTokens | None = None
+        self._vocab_size = 0
+        self._pieces: list[str] = []
+        self._plain_tokenizer: Any = None
+
+    # ----- pieces the subclasses provide ------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
+        """The library's job object for ``request`` (may compile a grammar: runs in a thread)."""
+
+    @abc.abstractmethod
+    def job_reserve(self, request: GenerationRequest) -> int:
+        """Cache tokens a job needs beyond its prompt and output."""
+
+    @abc.abstractmethod
+    def free(self) -> None:
+        """Release the model, caches and generator (worker thread stopped already)."""
+
+    @property
+    @abc.abstractmethod
+    def cache_mode(self) -> str: ...
+
+    @property
+    def draft_name(self) -> str | None:
+        draft = self.options.draft
+        if draft is None:
+            return None
+        return "ngram" if draft.mode == "ngram" else (draft.path.name if draft.path else None)
+
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"grammar", "logprobs", "seed", "banned_strings", "token_healing"})
+
+    # ----- set by the subclass's load ---------------------------------------------------------
+
+    def settle_tokens(
+        self,
+        tokenizer: Any,
+        hf_tokenizer: Any,
+        vocab_size: int,
+        special: SpecialTokens,
+        pieces: list[str],
+    ) -> None:
+        """Take the library's tokenizer; ``hf_tokenizer`` is the ``tokenizers`` object in it."""
+        from tokenizers import Tokenizer
+
+        self.tokenizer = tokenizer
+        self._plain_tokenizer = Tokenizer.from_str(hf_tokenizer.to_str())
+        self._plain_tokenizer.encode_special_tokens = True
+        self._vocab_size = vocab_size
+        self._special = special
+        self._pieces = pieces
+        self.token_piece.cache_clear()
+
+    # ----- tokens -----------------------------------------------------------------------------
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]:
+        if encode_special:
+            encoded = self.tokenizer.encode(text, add_bos=False, encode_special_tokens=True)
+            ids = [int(i) for i in encoded.reshape(-1).tolist()]
+        else:  # ExLlamaV2 matches special tokens even when told not to
+            ids = self._plain_tokenizer.encode(text, add_special_tokens=False).ids
+        special = self.special_tokens
+        if add_bos is None:
+            add_bos = special.add_bos_default
+        if add_bos and special.bos_id is not None and (not ids or ids[0] != special.bos_id):
+            ids = [special.bos_id, *ids]
+        return ids
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str:
+        if not ids:
+            return ""
+        import torch
+
+        text = self.tokenizer.decode(
+            torch.tensor(ids, dtype=torch.long), decode_special_tokens=decode_special
+        )
+        return text if isinstance(text, str) else text[0]
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per load, freed with it
+    def token_piece(self, token_id: int) -> str:
+        return self._pieces[token_id] if 0 <= token_id < len(self._pieces) else ""
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        if self._special is None:
+            raise UnavailableError("The model is not loaded.")
+        return self._special
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def info(self) -> EngineInfo:
+        limits = self.limits or Limits(0, 0, 0, self.options.chunk_size)
+        return EngineInfo(
+            backend=self.backend,
+            name=self.options.name,
+            path=self.options.path,
+            max_seq_len=limits.max_seq_len,
+            cache_size=limits.cache_tokens,
+            max_batch_size=limits.max_batch_size,
+            cache_mode=self.cache_mode,
+            chunk_size=limits.chunk_size,
+            rope_scale=self.options.rope_scale,
+            rope_alpha=self.rope_alpha,
+            dtype="float16",
+            device="cuda",
+            draft=self.draft_name,
+            loras=tuple((name, scaling) for name, scaling, _ in self.loras),
+            capabilities=self.capabilities(),
+        )
+
+    # ----- generation -------------------------------------------------------------------------
+
+    @property
+    def active_jobs(self) -> int:
+        return self.driver.running if self.driver else 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return self.driver.queued if self.driver else 0
+
+    def room_for(self, request: GenerationRequest) -> int:
+        """``max_new_tokens`` clamped to the cache; raises when the prompt does not fit."""
+        limits = self.limits
+        if limits is None:
+            raise UnavailableError("The model is not loaded.")
+        capacity = min(limits.cache_tokens, limits.max_seq_len)
+        reserve = self.job_reserve(request)
+        return job_room(len(request.prompt_ids), request.max_new_tokens, capacity, reserve)
+
+    def reader_for(self, request: GenerationRequest) -> ResultReader:
+        return ResultReader(
+            piece=self.token_piece,
+            vocab_size=self._vocab_size,
+            logprobs=request.logprobs,
+            tokens_outlive_rewind=self.tokens_outlive_rewind,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        driver = self.driver
+        if driver is None:
+            raise UnavailableError("The model is not loaded.")
+        if request.prompt_logprobs:
+            raise UnsupportedError(
+                f"The {self.backend} engine cannot return logprobs of the prompt.",
+                param="echo",
+            )
+        max_new = self.room_for(request)
+        if max_new <= 0:
+            stats = GenerationStats(prompt_tokens=len(request.prompt_ids), completion_tokens=0)
+            yield GenerationChunk(finish_reason="length", stats=stats)
+            return
+        if request.grammar is not None:
+            job = await asyncio.to_thread(self.build_job, request, max_new)
+        else:
+            job = self.build_job(request, max_new)
+        sink = _Sink(self.reader_for(request), asyncio.get_running_loop())
+        handle: JobHandle = driver.submit(job, sink)
+        try:
+            while True:
+                item = await sink.outbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            driver.cancel(handle)
+
+    async def cancel_all(self) -> None:
+        if self.driver is not None:
+            self.driver.cancel_all()
+
+    # ----- unloading --------------------------------------------------------------------------
+
+    async def unload(self) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            await asyncio.to_thread(driver.stop)
+        await asyncio.to_thread(self._free_all)
+
+    def _free_all(self) -> None:
+        self.free()
+        self.loras = []
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,348 @@
+"""The ExLlamaV2 engine: EXL2/GPTQ quants and plain HF folders through ExLlamaV2's dynamic
+generator, driven on a worker thread (see backends/exllama/driver.py).
+
+Without flash-attn >= 2.5.7 the generator runs unpaged: one job at a time (others queue), a
+job may fill the whole cache. Read reference/exllama.md before changing anything here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from backends.base import DraftOptions, GenerationRequest, LoadOptions, LoadProgress
+from backends.exllama.driver import GeneratorDriver
+from backends.exllama.engine import ExLlamaEngine, Limits
+from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.sampling import dry_breaker_ids
+from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
+from backends.exllamav2 import sampler
+from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
+from common.errors import BadRequestError, UnavailableError
+from common.sampling import SamplingParams
+
+BUILD_MINUTES = 2
+DEFAULT_PAGED_BATCH = 32
+# The generator's logits buffer holds max_q_size (8) rows per job: the last token plus drafts.
+MAX_DRAFT_TOKENS = 7
+MIB = 1024**2
+
+
+def cache_class(mode: str) -> Any:
+    import exllamav2
+
+    return {
+        "FP16": exllamav2.ExLlamaV2Cache,
+        "Q8": exllamav2.ExLlamaV2Cache_Q8,
+        "Q6": exllamav2.ExLlamaV2Cache_Q6,
+        "Q4": exllamav2.ExLlamaV2Cache_Q4,
+    }[cache_mode(mode)]
+
+
+def reserve_bytes(reserve_mb: tuple[float, ...]) -> list[int]:
+    """Autosplit's VRAM reserve per GPU, in bytes, one entry for every visible GPU."""
+    import torch
+
+    count = max(torch.cuda.device_count(), 1)
+    wanted = [int(mb * MIB) for mb in reserve_mb] or [96 * MIB]
+    return (wanted + [64 * MIB] * count)[:count]
+
+
+class ExLlamaV2Engine(ExLlamaEngine):
+    backend = "exllamav2"
+    tokens_outlive_rewind = True
+
+    def __init__(self, options: LoadOptions) -> None:
+        super().__init__(options)
+        self._cache_mode = cache_mode(options.cache_mode)
+        if options.draft is not None and options.draft.mode == "model":
+            cache_mode(options.draft.cache_mode)
+        self.config: Any = None
+        self.model: Any = None
+        self.cache: Any = None
+        self.draft_config: Any = None
+        self.draft_model: Any = None
+        self.draft_cache: Any = None
+        self.paged = False
+        self._ll_tokenizer: Any = None
+
+    @property
+    def cache_mode(self) -> str:
+        return self._cache_mode
+
+    @property
+    def draft(self) -> DraftOptions | None:
+        return self.options.draft
+
+    # ----- loading ----------------------------------------------------------------------------
+
+    async def load(self) -> AsyncIterator[LoadProgress]:
+        async for event in import_engine_library("exllamav2", "exllamav2_ext", BUILD_MINUTES):
+            yield event
+        await asyncio.to_thread(self.read_model_files)
+        if self.draft is not None and self.draft.mode == "model":
+            async for event in with_progress("draft", self._load_draft):
+                yield event
+        async for event in with_progress("model", self._load_model):
+            yield event
+        self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
+        self._log_loaded()
+        yield LoadProgress("model", 1, 1, "finished")
+
+    def read_model_files(self) -> None:
+        """Config, tokenizer and sizes: everything before the weights (pure Python)."""
+        from exllamav2.attn import has_flash_attn_with_paged
+
+        options = self.options
+        self.paged = bool(has_flash_attn_with_paged)
+        chunk = round_down_to_page(options.chunk_size)
+        read = read_config(
+            options.path,
+            max_seq_len=options.max_seq_len,
+            rope_scale=options.rope_scale,
+            rope_alpha_setting=options.rope_alpha,
+            chunk_size=chunk,
+            flash_attn=self.paged,
+        )
+        self.config, self.rope_alpha = read.config, read.rope_alpha
+        tokenizer = read_tokenizer(self.config)
+        self.settle_tokens(
+            tokenizer,
+            tokenizer.tokenizer_model.hf_tokenizer,
+            vocab_size=self.config.vocab_size,
+            special=special_tokens(self.config, tokenizer),
+            pieces=tokenizer.get_id_to_piece_list(True),
+        )
+        max_seq_len = self.config.max_seq_len
+        cache = cache_tokens(options.cache_size, max_seq_len)
+        draft_tokens = 0
+        if self.draft is not None:
+            draft_tokens = min(self.draft.num_tokens, MAX_DRAFT_TOKENS)
+            if draft_tokens < self.draft.num_tokens:
+                logger.warning(f"ExLlamaV2 drafts at most {MAX_DRAFT_TOKENS} tokens per step")
+        self.limits = Limits(
+            max_seq_len=min(max_seq_len, cache),
+            cache_tokens=cache,
+            max_batch_size=(options.max_batch_size or DEFAULT_PAGED_BATCH) if self.paged else 1,
+            chunk_size=chunk,
+            draft_tokens=draft_tokens,
+        )
+
+    def _load_draft(self, progress: Progress) -> None:
+        draft = self.draft
+        assert draft is not None and draft.path is not None and self.limits is not None
+        read = read_config(
+            draft.path,
+            max_seq_len=self.config.max_seq_len,
+            rope_scale=draft.rope_scale,
+            rope_alpha_setting=draft.rope_alpha,
+            chunk_size=self.limits.chunk_size,
+            flash_attn=self.paged,
+        )
+        if read.config.vocab_size != self.config.vocab_size:
+            raise BadRequestError(
+                f"The draft model's vocabulary ({read.config.vocab_size}) differs from the "
+                f"model's ({self.config.vocab_size}).",
+                param="draft_model_name",
+            )
+        self.draft_config = read.config
+        self.draft_model, self.draft_cache = self._load_weights(
+            read.config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
+        )
+
+    def _load_model(self, progress: Progress) -> None:
+        options = self.options
+        self.model, self.cache = self._load_weights(
+            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
+        )
+
+    def _load_weights(
+        self,
+        config: Any,
+        mode: str,
+        gpu_split: tuple[float, ...],
+        autosplit: bool,
+        progress: Progress,
+    ) -> tuple[Any, Any]:
+        """Weights and a cache of ``limits.cache_tokens`` tokens: tensor parallel, autosplit or
+        a manual split (GB per GPU)."""
+        from exllamav2 import ExLlamaV2, ExLlamaV2Cache_TP
+
+        assert self.limits is not None
+        tokens = self.limits.cache_tokens
+        base = cache_class(mode)
+        model = ExLlamaV2(config)
+        try:
+            if self.options.tensor_parallel:
+                model.load_tp(
+                    gpu_split=list(gpu_split) or None,
+                    callback=progress,
+                    expect_cache_tokens=tokens,
+                    expect_cache_base=base,
+                )
+                cache = ExLlamaV2Cache_TP(model, base=base, max_seq_len=tokens)
+            elif autosplit:
+                cache = base(model, max_seq_len=tokens, lazy=True)
+                model.load_autosplit(
+                    cache,
+                    reserve_vram=reserve_bytes(self.options.autosplit_reserve),
+                    callback=progress,
+                )
+            else:
+                model.load(gpu_split=list(gpu_split) or None, callback=progress)
+                cache = base(model, max_seq_len=tokens)
+        except Exception:
+            model.unload()
+            raise
+        return model, cache
+
+    def make_generator(self) -> Any:
+        """A dynamic generator over the loaded model (also after a failure: same model, cache
+        and LoRAs)."""
+        from exllamav2.generator import ExLlamaV2DynamicGenerator
+
+        limits = self.limits
+        assert limits is not None
+        draft = self.draft
+        ngram = draft is not None and draft.mode == "ngram"
+        generator = ExLlamaV2DynamicGenerator(
+            model=self.model,
+            cache=self.cache,
+            tokenizer=self.tokenizer,
+            max_batch_size=limits.max_batch_size,
+            max_chunk_size=limits.chunk_size,
+            paged=self.paged,
+            draft_model=self.draft_model,
+            draft_cache=self.draft_cache,
+            num_draft_tokens=limits.draft_tokens or 4,
+            use_ngram_draft=ngram,
+        )
+        if self.loras:
+            generator.set_loras([lora for *_, lora in self.loras])
+        return generator
+
+    def _log_loaded(self) -> None:
+        limits = self.limits
+        assert limits is not None
+        mode = (
+            f"paged, up to {limits.max_batch_size} jobs at once"
+            if self.paged
+            else "unpaged (no flash-attn >= 2.5.7): one job at a time, torch SDPA off"
+        )
+        draft = f", drafting {limits.draft_tokens} tokens ({self.draft_name})" if self.draft else ""
+        logger.info(
+            f"{self.options.name} loaded with ExLlamaV2: context {limits.max_seq_len}, cache "
+            f"{limits.cache_tokens} tokens ({self._cache_mode}), {mode}{draft}"
+        )
+
+    # ----- jobs -------------------------------------------------------------------------------
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        return sampler.unsupported(params)
+
+    def job_reserve(self, request: GenerationRequest) -> int:
+        """Drafting jobs end ``num_draft_tokens`` early, so they ask for that many more; a
+        healed token takes one more place."""
+        assert self.limits is not None
+        return self.limits.draft_tokens + int(request.params.token_healing)
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
+    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
+        return dry_breaker_ids(self._pieces, breakers)
+
+    def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
+        import torch
+        from exllamav2.generator import ExLlamaV2DynamicJob
+
+        assert self.limits is not None
+        params = request.params
+        constrained = request.grammar is not None
+        settings = sampler.to_settings(
+            params,
+            eos_ids=self.special_tokens.eos_ids,
+            vocab_size=self.vocab_size,
+            dry_breakers=self.dry_breakers,
+            constrained=constrained,
+        )
+        filters = [self.grammar_filter(request.grammar.grammar)] if request.grammar else []
+        return ExLlamaV2DynamicJob(
+            input_ids=torch.tensor([request.prompt_ids], dtype=torch.long),
+            max_new_tokens=max_new_tokens + self.limits.draft_tokens,
+            min_new_tokens=params.min_tokens,
+            gen_settings=settings,
+            seed=params.seed,
+            stop_conditions=[*sorted(request.stop_token_ids), *request.stop_strings],
+            decode_special_tokens=True,
+            return_logits=request.logprobs is not None,
+            filters=filters,
+            token_healing=params.token_healing,
+            banned_strings=None if filters else list(params.banned_strings) or None,
+            identifier=request.request_id,
+        )
+
+    def grammar_filter(self, grammar: str) -> Any:
+        from backends.exllamav2.grammar import GrammarFilter, make_ll_tokenizer
+
+        eos_ids = self.special_tokens.eos_ids
+        if self._ll_tokenizer is None:
+            width = max(self.vocab_size, self.tokenizer.get_vocab_size())
+            self._ll_tokenizer = make_ll_tokenizer(
+                self.tokenizer.tokenizer_model.hf_tokenizer, width, eos_ids
+            )
+        return GrammarFilter(self.model, self.tokenizer, self._ll_tokenizer, grammar, eos_ids)
+
+    # ----- LoRAs ------------------------------------------------------------------------------
+
+    def _when_idle(self, task: Any) -> asyncio.Future[Any]:
+        if self.driver is None:
+            raise UnavailableError("The model is not loaded.")
+        return asyncio.wrap_future(self.driver.when_idle(task))
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        def attach(generator: Any) -> dict[str, list[str]]:
+            from exllamav2 import ExLlamaV2Lora
+
+            loaded, failed = [], []
+            for path, name, scaling in loras:
+                try:
+                    lora = ExLlamaV2Lora.from_directory(self.model, str(path), lora_scaling=scaling)
+                except Exception as exc:
+                    logger.warning(f"LoRA {name} failed to load: {exc}")
+                    failed.append(name)
+                    continue
+                self.loras.append((name, scaling, lora))
+                loaded.append(name)
+            if self.loras:
+                generator.set_loras([lora for *_, lora in self.loras])
+            generator.reset_page_table()  # cached K/V was computed without these adapters
+            return {"success": loaded, "failure": failed}
+
+        return await self._when_idle(attach)
+
+    async def unload_loras(self) -> None:
+        def detach(generator: Any) -> None:
+            # set_loras(None) leaves an empty list that breaks the next forward pass.
+            generator.current_loras = None
+            for *_, lora in self.loras:
+                lora.unload()
+            self.loras = []
+            generator.reset_page_table()
+
+        await self._when_idle(detach)
+
+    # ----- unloading --------------------------------------------------------------------------
+
+    def free(self) -> None:
+        for *_, lora in self.loras:
+            lora.unload()
+        for model in (self.model, self.draft_model):
+            if model is not None:
+                model.unload()
+        self.model = self.cache = self.draft_model = self.draft_cache = None
+        self._ll_tokenizer = None
+        self.dry_breakers.cache_clear()

@@ -1,0 +1,1 @@
+"""The ExLlamaV3 engine: EXL3 quants (and plain HF folders) on CUDA GPUs."""

@@ -1,0 +1,310 @@
+"""The ExLlamaV3 engine: EXL3 quants and plain HF folders through ExLlamaV3's generator, driven
+on a worker thread like the ExLlamaV2 engine (see backends/exllama/driver.py).
+
+ExLlamaV3 pages its cache without flash-attn, so jobs run in batches on any supported GPU. Its
+cache must exist before the model loads (the loader allocates it) and hold at least one prefill
+chunk. This module imports exllamav3 only inside functions: the import fails without CUDA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from backends.base import DraftOptions, GenerationRequest, LoadOptions, LoadProgress, SpecialTokens
+from backends.exllama.driver import GeneratorDriver
+from backends.exllama.engine import ExLlamaEngine, Limits, bos_by_default, unique_ids
+from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.sampling import dry_breaker_ids, token_biases
+from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
+from backends.exllamav3 import sampler
+from common.errors import BadRequestError, GrammarError, UnavailableError
+from common.sampling import SamplingParams
+
+BUILD_MINUTES = 4.5
+DEFAULT_BATCH = 256
+NGRAM_MATCH_MIN = 2
+QUANT_BITS = {"Q8": 8, "Q6": 6, "Q4": 4}
+
+
+def cache_layer(mode: str) -> dict[str, Any]:
+    """``Cache`` keyword arguments for a cache mode (FP16, or K and V quantised to Q bits)."""
+    from exllamav3 import CacheLayer_fp16, CacheLayer_quant
+
+    mode = cache_mode(mode)
+    if mode == "FP16":
+        return {"layer_type": CacheLayer_fp16}
+    bits = QUANT_BITS[mode]
+    return {"layer_type": CacheLayer_quant, "k_bits": bits, "v_bits": bits}
+
+
+def placement(options: LoadOptions, gpu_split: tuple[float, ...], autosplit: bool) -> dict:
+    """``Model.load`` arguments: tensor parallel, autosplit with a reserve, or GB per GPU."""
+    if options.tensor_parallel:
+        return {"tensor_p": True, **({"use_per_device": list(gpu_split)} if gpu_split else {})}
+    if autosplit:
+        return {"reserve_per_device": [mb / 1024 for mb in options.autosplit_reserve]}
+    return {"use_per_device": list(gpu_split)} if gpu_split else {}
+
+
+class ExLlamaV3Engine(ExLlamaEngine):
+    backend = "exllamav3"
+
+    def __init__(self, options: LoadOptions) -> None:
+        super().__init__(options)
+        self._cache_mode = cache_mode(options.cache_mode)
+        self.config: Any = None
+        self.model: Any = None
+        self.cache: Any = None
+        self.draft_model: Any = None
+        self.draft_cache: Any = None
+
+    @property
+    def cache_mode(self) -> str:
+        return self._cache_mode
+
+    @property
+    def draft(self) -> DraftOptions | None:
+        return self.options.draft
+
+    # ----- loading ----------------------------------------------------------------------------
+
+    async def load(self) -> AsyncIterator[LoadProgress]:
+        async for event in import_engine_library("exllamav3", "exllamav3_ext", BUILD_MINUTES):
+            yield event
+        await asyncio.to_thread(self.read_model_files)
+        if self.draft is not None and self.draft.mode == "model":
+            async for event in with_progress("draft", self._load_draft):
+                yield event
+        async for event in with_progress("model", self._load_model):
+            yield event
+        self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
+        limits = self.limits
+        assert limits is not None
+        logger.info(
+            f"{self.options.name} loaded with ExLlamaV3: context {limits.max_seq_len}, cache "
+            f"{limits.cache_tokens} tokens ({self._cache_mode}), up to {limits.max_batch_size} "
+            f"jobs at once" + (f", drafting ({self.draft_name})" if self.draft else "")
+        )
+        yield LoadProgress("model", 1, 1, "finished")
+
+    def read_model_files(self) -> None:
+        from exllamav3 import Config, Tokenizer
+
+        options = self.options
+        try:
+            self.config = Config.from_directory(str(options.path))
+            tokenizer = Tokenizer.from_config(self.config)
+        except Exception as exc:
+            raise BadRequestError(f"ExLlamaV3 cannot read {options.path.name}: {exc}") from exc
+        if options.rope_scale != 1.0 or options.rope_alpha not in (None, 1.0):
+            logger.warning("rope_scale and rope_alpha are not applied by the exllamav3 engine")
+        native = self.config.max_position_embeddings
+        max_seq_len = native if options.max_seq_len in (None, 0, -1) else options.max_seq_len
+        chunk = round_down_to_page(options.chunk_size)
+        cache = cache_tokens(options.cache_size, max_seq_len, minimum=chunk)
+        bos_id = tokenizer.bos_token_id
+        pad_id = tokenizer.pad_token_id
+        special = SpecialTokens(
+            bos_id=bos_id,
+            eos_ids=unique_ids(self.config.eos_token_id_list, tokenizer.eos_token_id),
+            pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
+            bos_token=tokenizer.bos_token,
+            eos_token=tokenizer.eos_token,
+            pad_token=tokenizer.pad_token or None,
+            unk_token=tokenizer.unk_token,
+            add_bos_default=bos_by_default(
+                tokenizer.tokenizer, bos_id, tokenizer.tokenizer_config_dict
+            ),
+        )
+        self.settle_tokens(
+            tokenizer,
+            tokenizer.tokenizer,
+            self.config.vocab_size,
+            special,
+            tokenizer.get_id_to_piece_list(True),
+        )
+        self.limits = Limits(
+            max_seq_len=min(max_seq_len, cache),
+            cache_tokens=cache,
+            max_batch_size=options.max_batch_size or DEFAULT_BATCH,
+            chunk_size=chunk,
+            draft_tokens=self.draft.num_tokens if self.draft else 0,
+        )
+
+    def _load_draft(self, progress: Progress) -> None:
+        from exllamav3 import Config
+
+        draft = self.draft
+        assert draft is not None and draft.path is not None
+        config = Config.from_directory(str(draft.path))
+        if config.vocab_size != self.config.vocab_size:
+            raise BadRequestError(
+                f"The draft model's vocabulary ({config.vocab_size}) differs from the "
+                f"model's ({self.config.vocab_size}).",
+                param="draft_model_name",
+            )
+        self.draft_model, self.draft_cache = self._load_weights(
+            config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
+        )
+
+    def _load_model(self, progress: Progress) -> None:
+        options = self.options
+        self.model, self.cache = self._load_weights(
+            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
+        )
+
+    def _load_weights(
+        self,
+        config: Any,
+        mode: str,
+        gpu_split: tuple[float, ...],
+        autosplit: bool,
+        progress: Progress,
+    ) -> tuple[Any, Any]:
+        from exllamav3 import Cache, Model
+
+        limits = self.limits
+        assert limits is not None
+        model = Model.from_config(config)
+        cache = Cache(model, max_num_tokens=limits.cache_tokens, **cache_layer(mode))
+        try:
+            model.load(
+                callback=progress,
+                max_chunk_size=limits.chunk_size,
+                **placement(self.options, gpu_split, autosplit),
+            )
+        except Exception:
+            model.unload()
+            raise
+        return model, cache
+
+    def make_generator(self) -> Any:
+        from exllamav3 import Generator
+
+        limits = self.limits
+        assert limits is not None
+        ngram = self.draft is not None and self.draft.mode == "ngram"
+        return Generator(
+            model=self.model,
+            cache=self.cache,
+            tokenizer=self.tokenizer,
+            max_batch_size=limits.max_batch_size,
+            max_chunk_size=limits.chunk_size,
+            draft_model=self.draft_model,
+            draft_cache=self.draft_cache,
+            num_draft_tokens=limits.draft_tokens or None,
+            ngram_match_min=NGRAM_MATCH_MIN if ngram else 0,
+        )
+
+    # ----- jobs -------------------------------------------------------------------------------
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        return sampler.unsupported(params)
+
+    def job_reserve(self, request: GenerationRequest) -> int:
+        """ExLlamaV3 keeps one token and a draft window free beyond the output."""
+        assert self.limits is not None
+        return 1 + self.limits.draft_tokens
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
+    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
+        return dry_breaker_ids(self._pieces, breakers)
+
+    def make_sampler(self, params: SamplingParams, constrained: bool) -> Any:
+        from exllamav3.generator.sampler import custom
+
+        steps = sampler.sampler_steps(
+            params,
+            biases=token_biases(params, self.special_tokens.eos_ids, self.vocab_size, constrained),
+            dry_breakers=(
+                self.dry_breakers(params.dry_sequence_breakers) if params.dry_multiplier else None
+            ),
+        )
+        extra = {"SS_XTC": {"tokenizer": self.tokenizer}}
+        return custom.CustomSampler(
+            [getattr(custom, step.name)(**step.args, **extra.get(step.name, {})) for step in steps]
+        )
+
+    def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
+        import torch
+        from exllamav3 import Job, LLGuidanceFilter
+
+        params = request.params
+        filters = []
+        if request.grammar is not None:
+            try:
+                filters.append(
+                    LLGuidanceFilter(
+                        self.tokenizer,
+                        llg_grammar=request.grammar.grammar,
+                        eos_after_completed=True,
+                    )
+                )
+            except ValueError as exc:
+                raise GrammarError(f"Invalid {request.grammar.description}: {exc}") from exc
+        return Job(
+            input_ids=torch.tensor([request.prompt_ids], dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=params.min_tokens,
+            sampler=self.make_sampler(params, constrained=bool(filters)),
+            seed=params.seed,
+            stop_conditions=[*sorted(request.stop_token_ids), *request.stop_strings],
+            decode_special_tokens=True,
+            return_logits=request.logprobs is not None,
+            filters=filters or None,
+            token_healing=params.token_healing,
+            banned_strings=list(params.banned_strings) or None,
+            identifier=request.request_id,
+        )
+
+    # ----- LoRAs ------------------------------------------------------------------------------
+
+    def _when_idle(self, task: Any) -> asyncio.Future[Any]:
+        if self.driver is None:
+            raise UnavailableError("The model is not loaded.")
+        return asyncio.wrap_future(self.driver.when_idle(task))
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        def attach(generator: Any) -> dict[str, list[str]]:
+            from exllamav3.model.lora import LoRA
+
+            loaded, failed = [], []
+            for path, name, scaling in loras:
+                try:
+                    lora = LoRA.from_directory(self.model, str(path), lora_scaling=scaling)
+                except Exception as exc:
+                    logger.warning(f"LoRA {name} failed to load: {exc}")
+                    failed.append(name)
+                    continue
+                self.loras.append((name, scaling, lora))
+                loaded.append(name)
+            generator.pagetable.reset_page_table()  # cached K/V was computed without them
+            return {"success": loaded, "failure": failed}
+
+        return await self._when_idle(attach)
+
+    async def unload_loras(self) -> None:
+        def detach(generator: Any) -> None:
+            for *_, lora in self.loras:
+                lora.unload()
+            self.loras = []
+            generator.pagetable.reset_page_table()
+
+        await self._when_idle(detach)
+
+    # ----- unloading --------------------------------------------------------------------------
+
+    def free(self) -> None:
+        for *_, lora in self.loras:
+            lora.unload()
+        for model in (self.model, self.draft_model):
+            if model is not None:
+                model.unload()
+        self.model = self.cache = self.draft_model = self.draft_cache = None
+        self.dry_breakers.cache_clear()
