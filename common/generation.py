@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from loguru import logger
+
 from backends.base import (
     Engine,
     GenerationChunk,
@@ -112,6 +114,20 @@ def build_request(
         prompt_logprobs=prompt_logprobs,
         grammar=grammar,
     )
+
+
+UNSUPPORTED_HEADER = "X-Serval-Unsupported-Params"
+
+
+def unsupported_report(engine: Engine, params: SamplingParams, request_id: str) -> dict[str, str]:
+    """Sampler settings the engine cannot apply: logged, and a response header naming them."""
+    names = engine.unsupported_params(params)
+    if not names:
+        return {}
+    logger.warning(
+        f"{request_id[:8]} the {engine.backend} engine does not apply: {', '.join(names)}"
+    )
+    return {UNSUPPORTED_HEADER: ",".join(names)}
 
 
 def seeded(params: SamplingParams, index: int) -> SamplingParams:

@@ -68,13 +68,14 @@ def sse_response(
     *,
     event: str | None = None,
     done: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``."""
     return EventSourceResponse(
         _events(payloads, event, done),
         ping=ping_interval if ping_interval > 0 else 10**9,
         sep="\n",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
     )
 
 

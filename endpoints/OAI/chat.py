@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
 from common.chat import ChatPrompt, add_bos_for, render_prompt
@@ -19,6 +19,7 @@ from common.generation import (
     collect_all,
     merge_streams,
     seeded,
+    unsupported_report,
 )
 from common.grammar import build_grammar
 from common.model import Lease
@@ -225,7 +226,9 @@ async def _stream(
     summary="Create a chat completion",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, response: Response
+) -> Any:
     state = get_state(request)
     _check_request(body, state)
     lease = await lease_for(body.model, request, state)
@@ -236,8 +239,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         lease.release()
         raise
     request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
     if body.stream and not state.config.developer.disable_request_streaming:
-        return sse_response(_stream(plan, jobs, lease), state.config.network.sse_ping_interval)
+        return sse_response(
+            _stream(plan, jobs, lease), state.config.network.sse_ping_interval, headers=headers
+        )
+    response.headers.update(headers)
     try:
         completions = await cancel_on_disconnect(request, collect_all(lease, jobs))
     finally:
