@@ -134,7 +134,10 @@ class SamplerRequest(BaseModel):
     dry_base: float | None = Field(None, ge=1, le=10)
     dry_allowed_length: int | None = Field(None, ge=1, le=1000)
     dry_range: int | None = Field(
-        None, ge=0, validation_alias=_aliases("dry_range", "dry_penalty_last_n")
+        None,
+        ge=-1,
+        validation_alias=_aliases("dry_range", "dry_penalty_last_n"),
+        description="Tokens back DRY looks for repeats (0 or -1: the whole context).",
     )
     dry_sequence_breakers: list[str] | None = Field(
         None,
@@ -181,9 +184,10 @@ class SamplerRequest(BaseModel):
     def _token_lists(cls, value: Any) -> Any:
         return _csv_ints(value)
 
-    @field_validator("top_k", mode="after")
+    @field_validator("top_k", "dry_range", mode="after")
     @classmethod
-    def _top_k_off(cls, value: int | None) -> int | None:
+    def _minus_one_is_zero(cls, value: int | None) -> int | None:
+        """top_k off, and dry_range over the whole context (llama.cpp's -1), are 0 here."""
         return 0 if value == -1 else value
 
     @field_validator("dry_sequence_breakers", mode="before")

@@ -87,7 +87,7 @@ BAD_VALUES = [
     ("dry_multiplier", -1),
     ("dry_base", 0.5),
     ("dry_allowed_length", 0),
-    ("dry_range", -1),
+    ("dry_range", -2),
     ("min_tokens", -1),
     ("max_tokens", -1),
     ("skew", 11),
@@ -111,8 +111,9 @@ def test_nan_and_infinity_are_rejected(value: float) -> None:
         SamplerRequest.model_validate({"temperature": value})
 
 
-def test_top_k_minus_one_means_off() -> None:
+def test_minus_one_means_off_for_top_k_and_everything_for_dry_range() -> None:
     assert SamplerRequest(top_k=-1).top_k == 0
+    assert SamplerRequest.model_validate({"dry_penalty_last_n": -1}).dry_range == 0
 
 
 @pytest.mark.parametrize(
