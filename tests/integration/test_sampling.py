@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support.server import API_KEY, ServerProcess
+from tests.support.server import API_KEY, ROOT, ServerProcess
 from tests.support.sse import json_events
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -303,3 +306,28 @@ def test_bad_preset_switches_are_refused(overrides: httpx.Client, body: dict, st
 def test_api_keys_cannot_switch_presets(http: httpx.Client) -> None:
     response = http.post("/v1/sampling/override/switch", json={"preset": "safe_defaults"})
     assert response.status_code == 403
+
+
+def test_the_configured_preset_applies_from_start_up(tmp_path: Path) -> None:
+    config = {"sampling": {"override_preset": "safe_defaults"}, "model": {"model_name": None}}
+    process = ServerProcess(tmp_path, config).start(wait_for_model=False)
+    try:
+        with process.admin() as admin:
+            listed = admin.get("/v1/sampling/override/list").json()
+        assert listed["selected_preset"] == "safe_defaults"
+        assert listed["overrides"]["top_p"] == {"override": 0.9, "force": False, "additive": False}
+    finally:
+        process.stop()
+
+
+def test_a_missing_start_up_preset_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--override-preset", "no-such-preset"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "override_preset" in result.stderr and "no-such-preset" in result.stderr
