@@ -119,7 +119,8 @@ class SamplerRequest(BaseModel):
         validation_alias=_aliases(
             "penalty_range", "repetition_range", "repetition_penalty_range", "rep_pen_range"
         ),
-        description="Tokens back the penalties look (-1 or 0: the whole context).",
+        description="Tokens back the penalties look (-1 or 0: the whole context for the "
+        "repetition penalty, the generated text for frequency and presence).",
     )
     repetition_decay: int | None = Field(None, ge=0)
     repetition_penalty_slope: float | None = Field(
