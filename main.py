@@ -89,7 +89,9 @@ def serve(config: ServalConfig) -> int:
 
     from backends.registry import log_engine_availability
     from common.auth import Authenticator, KeyStore, describe_keys
+    from common.errors import ServalError
     from common.model import ModelContainer
+    from common.sampling import load_preset
     from endpoints.server import create_app
     from endpoints.state import ServerState
 
@@ -98,6 +100,13 @@ def serve(config: ServalConfig) -> int:
     if problem:
         print(f"serval: {problem}", file=sys.stderr)
         return 1
+    overrides = None
+    if config.sampling.override_preset:
+        try:
+            overrides = load_preset(config.sampling.override_preset)
+        except ServalError as exc:
+            print(f"serval: sampling.override_preset: {exc.message}", file=sys.stderr)
+            return 1
     store: KeyStore | None = None
     if network.disable_auth:
         logger.warning("!" * 72)
@@ -118,6 +127,9 @@ def serve(config: ServalConfig) -> int:
             logger.info(f"keys are in {KEYS_FILE.resolve()}")
     log_engine_availability()
     state = ServerState(config=config, auth=Authenticator(store), container=ModelContainer(config))
+    if overrides is not None:
+        state.overrides.set(overrides)
+        logger.info(f"sampler override preset {overrides.name!r} applied")
     app = create_app(state)
     url = f"http://{network.host}:{network.port}"
     logger.info(f"Serval listening on {url} (API docs at {url}/docs)")

@@ -106,6 +106,9 @@ class TextGate:
         if banned is not None and (stop is None or banned[0] < stop[0]):
             start, word = banned
             first = max((i for i, s in enumerate(self._starts) if s <= start), default=0)
+            # Tokens that added no text (part of a character) belong to the text after them.
+            while first > 0 and self._starts[first - 1] == self._starts[first]:
+                first -= 1
             tokens_back = len(self._starts) - first
             self.pending = self.pending[: self._starts[first]]
             del self._starts[first:]

@@ -120,7 +120,8 @@ class SamplerRequest(BaseModel):
         validation_alias=_aliases(
             "penalty_range", "repetition_range", "repetition_penalty_range", "rep_pen_range"
         ),
-        description="Tokens back the penalties look (-1 or 0: the whole context).",
+        description="Tokens back the penalties look (-1 or 0: the whole context for the "
+        "repetition penalty, the generated text for frequency and presence).",
     )
     repetition_decay: int | None = Field(None, ge=0)
     repetition_penalty_slope: float | None = Field(
@@ -128,16 +129,22 @@ class SamplerRequest(BaseModel):
         ge=0,
         le=10,
         validation_alias=_aliases("repetition_penalty_slope", "rep_pen_slope"),
-        description="Kobold's slope: older tokens in the range get a weaker penalty (0: flat).",
+        description="Kobold's slope: in (0, 1), the older half of the range gets this share of "
+        "the repetition penalty (0 or 1: flat).",
     )
     dry_multiplier: float | None = Field(None, ge=0, le=100, description="DRY (0: off).")
     dry_base: float | None = Field(None, ge=1, le=10)
     dry_allowed_length: int | None = Field(None, ge=1, le=1000)
     dry_range: int | None = Field(
-        None, ge=0, validation_alias=_aliases("dry_range", "dry_penalty_last_n")
+        None,
+        ge=-1,
+        validation_alias=_aliases("dry_range", "dry_penalty_last_n"),
+        description="Tokens back DRY looks for repeats (0 or -1: the whole context).",
     )
     dry_sequence_breakers: list[str] | None = Field(
-        None, description="Strings that break DRY sequences: a list, JSON text or quoted CSV."
+        None,
+        max_length=128,
+        description="Strings that break DRY sequences: a list, JSON text or quoted CSV.",
     )
     min_temp: float | None = Field(
         None, ge=0, le=10, validation_alias=_aliases("min_temp", "dynatemp_low")
@@ -155,7 +162,12 @@ class SamplerRequest(BaseModel):
     logit_bias: dict[str, float] | None = Field(
         None, description="Token id (as a string) -> bias added to its logit (-100..100)."
     )
-    seed: int | None = Field(None, description="Same seed and settings give the same text.")
+    seed: int | None = Field(
+        None,
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Same seed and settings give the same text.",
+    )
     json_schema: dict[str, Any] | None = Field(None, description="Constrain output to a schema.")
     regex_pattern: str | None = Field(None, description="Constrain output to a regex.")
     grammar_string: str | None = Field(
@@ -174,9 +186,10 @@ class SamplerRequest(BaseModel):
     def _token_lists(cls, value: Any) -> Any:
         return _csv_ints(value)
 
-    @field_validator("top_k", mode="after")
+    @field_validator("top_k", "dry_range", mode="after")
     @classmethod
-    def _top_k_off(cls, value: int | None) -> int | None:
+    def _minus_one_is_zero(cls, value: int | None) -> int | None:
+        """top_k off, and dry_range over the whole context (llama.cpp's -1), are 0 here."""
         return 0 if value == -1 else value
 
     @field_validator("dry_sequence_breakers", mode="before")
@@ -266,6 +279,24 @@ class SamplingParams:
         return self.max_temp > self.min_temp
 
 
+KOBOLD_SAMPLERS = ("top_k", "top_a", "top_p", "tfs", "typical", "temperature", "penalties")
+"""Kobold's sampler ids (the index) as the names of the engine's sampling steps."""
+
+
+def kobold_sampler_order(ids: list[int]) -> tuple[str, ...]:
+    """Kobold's ``sampler_order`` (0 top_k, 1 top_a, 2 top_p, 3 tfs, 4 typical, 5 temperature,
+    6 repetition penalty) as step names for :attr:`SamplingParams.sampler_order`."""
+    names = []
+    for sampler_id in ids:
+        if not 0 <= sampler_id < len(KOBOLD_SAMPLERS):
+            raise BadRequestError(
+                f"Unknown sampler id {sampler_id} in sampler_order (0..6 are known).",
+                param="sampler_order",
+            )
+        names.append(KOBOLD_SAMPLERS[sampler_id])
+    return tuple(dict.fromkeys(names))
+
+
 PARAM_NAMES = frozenset(f.name for f in fields(SamplingParams))
 LIST_PARAMS = frozenset(
     {"stop", "banned_strings", "banned_tokens", "allowed_tokens", "dry_sequence_breakers"}
@@ -293,10 +324,10 @@ class OverridePreset(BaseModel):
         for key, raw in data.items():
             if key not in probe:
                 raise BadRequestError(f"Unknown sampler in preset: {key!r}", param=key)
-            entry = OverrideEntry.model_validate(
-                raw if isinstance(raw, dict) else {"override": raw}
-            )
+            # {override, force, additive}, or a bare value as shorthand for {override: value}.
+            is_entry = isinstance(raw, dict) and "override" in raw
             try:
+                entry = OverrideEntry.model_validate(raw if is_entry else {"override": raw})
                 SamplerRequest.model_validate({key: entry.override})
             except ValueError as exc:
                 raise BadRequestError(

@@ -27,7 +27,12 @@ from transformers import DynamicCache
 from backends.base import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
-from backends.transformers.samplers import SamplerContext, apply_transforms, choose_token
+from backends.transformers.samplers import (
+    SamplerContext,
+    VocabIndex,
+    apply_transforms,
+    choose_token,
+)
 from common.errors import GenerationError, ServalError, UnavailableError
 
 Emit = Callable[[GenerationChunk | BaseException], None]
@@ -85,8 +90,10 @@ class BatchScheduler:
         device: torch.device,
         max_batch_size: int,
         chunk_size: int,
+        vocab: VocabIndex | None = None,
     ) -> None:
         self.model = model
+        self.vocab = vocab
         self.decode = decode
         self.piece = piece
         self.make_matcher = make_matcher
@@ -112,6 +119,8 @@ class BatchScheduler:
             prompt_len=len(request.prompt_ids),
             eos_ids=eos_ids,
             generator=torch.Generator().manual_seed(seed),
+            stop_ids=request.stop_token_ids,
+            vocab=self.vocab,
         )
         sequence = Sequence(
             request=request,
@@ -304,7 +313,7 @@ class BatchScheduler:
             sequence.matcher.consume_token(token)
 
         if token in request.stop_token_ids:
-            return self._finish(sequence, "stop", token)
+            return self._finish(sequence, "stop", token, self._tail(sequence))
         sequence.held_records.append((token, record))
         released, match = sequence.gate.feed(sequence.decoder.push([token]))
         if isinstance(match, BannedMatch):
@@ -336,6 +345,8 @@ class BatchScheduler:
         """Drop the tokens that formed a banned string and ban the first of them there."""
         context = sequence.context
         restart = len(context.token_ids) - tokens_back
+        for later in [p for p in sequence.banned_at if p > restart]:
+            del sequence.banned_at[later]  # bans made for text that is now gone
         sequence.banned_at.setdefault(restart, set()).add(context.token_ids[restart])
         del context.token_ids[restart:]
         del sequence.held_records[len(sequence.held_records) - tokens_back :]

@@ -22,6 +22,7 @@ from backends.base import (
     SpecialTokens,
 )
 from backends.transformers.batch import BatchScheduler, emitter
+from backends.transformers.samplers import VocabIndex
 from common.errors import BadRequestError, ContextLengthError, UnavailableError
 from common.grammar import parser_limits
 
@@ -95,6 +96,7 @@ class TransformersEngine(Engine):
             device=self.device,
             max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
             chunk_size=self.prefill_chunk,
+            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
         )
         logger.info(
             f"{self.options.name} loaded on {self.device.type} in {self._dtype_name}"
@@ -155,6 +157,12 @@ class TransformersEngine(Engine):
             unk_token=tokenizer.unk_token,
             add_bos_default=bool(probe) and bos_id is not None and probe[0] == bos_id,
         )
+
+    def _token_texts(self) -> list[str]:
+        """The text of every token id (ids the tokenizer lacks get an empty string)."""
+        known = min(len(self.tokenizer), self._vocab_size)
+        texts = self.tokenizer.batch_decode([[i] for i in range(known)])
+        return texts + [""] * (self._vocab_size - known)
 
     def _warm_up(self) -> None:
         with torch.inference_mode():
