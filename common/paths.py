@@ -11,15 +11,19 @@ from pathlib import Path, PurePosixPath
 from common.errors import BadRequestError
 
 
-def safe_child(base: Path, name: str, what: str = "name") -> Path:
-    """``base / name`` resolved, or :class:`BadRequestError` if it would leave ``base``."""
+def safe_child(base: Path, name: str, what: str = "name", param: str | None = None) -> Path:
+    """``base / name`` resolved, or :class:`BadRequestError` if it would leave ``base``.
+
+    ``what`` names the value in the message; ``param`` (default ``what``) is the request field.
+    """
+    param = param or what
     if not name or "\x00" in name or "\\" in name:
-        raise BadRequestError(f"Invalid {what}: {name!r}", param=what)
+        raise BadRequestError(f"Invalid {what}: {name!r}", param=param)
     relative = PurePosixPath(name)
     if relative.is_absolute() or any(part in ("..", "") for part in relative.parts):
-        raise BadRequestError(f"Invalid {what} {name!r}: it must stay inside {base}/", param=what)
+        raise BadRequestError(f"Invalid {what} {name!r}: it must stay inside {base}/", param=param)
     root = base.resolve()
     target = (root / relative).resolve()
     if not target.is_relative_to(root):
-        raise BadRequestError(f"Invalid {what} {name!r}: it leads outside {base}/", param=what)
+        raise BadRequestError(f"Invalid {what} {name!r}: it leads outside {base}/", param=param)
     return target

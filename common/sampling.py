@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from loguru import logger
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import BadRequestError, NotFoundError
+from common.paths import safe_child
 
 DEFAULT_DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
 PRESET_DIR = Path(__file__).resolve().parent.parent / "sampler_overrides"
@@ -318,11 +320,18 @@ class OverridePreset(BaseModel):
     entries: dict[str, OverrideEntry] = {}
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], name: str | None = None) -> OverridePreset:
+    def from_mapping(
+        cls, data: dict[str, Any], name: str | None = None, strict: bool = True
+    ) -> OverridePreset:
+        """Validate a preset. ``strict`` refuses unknown samplers; preset files (which may come
+        from TabbyAPI with samplers Serval lacks) skip them with a warning instead."""
         entries: dict[str, OverrideEntry] = {}
         probe = SamplerRequest.model_fields
         for key, raw in data.items():
             if key not in probe:
+                if not strict:
+                    logger.warning(f"sampler preset {name!r}: unknown sampler {key!r} skipped")
+                    continue
                 raise BadRequestError(f"Unknown sampler in preset: {key!r}", param=key)
             # {override, force, additive}, or a bare value as shorthand for {override: value}.
             is_entry = isinstance(raw, dict) and "override" in raw
@@ -338,12 +347,9 @@ class OverridePreset(BaseModel):
 
 
 def _safe_preset_path(name: str, directory: Path) -> Path:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+    if not name or "/" in name or name.startswith("."):
         raise BadRequestError(f"Invalid preset name: {name!r}", param="preset")
-    path = directory / f"{name}.yml"
-    if not path.resolve().is_relative_to(directory.resolve()):
-        raise BadRequestError(f"Invalid preset name: {name!r}", param="preset")
-    return path
+    return safe_child(directory, f"{name}.yml", what="preset name", param="preset")
 
 
 def list_presets(directory: Path = PRESET_DIR) -> list[str]:
@@ -362,7 +368,7 @@ def load_preset(name: str, directory: Path = PRESET_DIR) -> OverridePreset:
         raise BadRequestError(f"Sampler preset {name!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequestError(f"Sampler preset {name!r} must be a mapping of samplers.")
-    return OverridePreset.from_mapping(data, name=name)
+    return OverridePreset.from_mapping(data, name=name, strict=False)
 
 
 class OverrideState:
