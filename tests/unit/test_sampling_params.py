@@ -318,3 +318,11 @@ def test_every_sample_preset_key_has_a_comment() -> None:
         while above >= 0 and lines[above] and not lines[above].startswith("#"):
             above -= 1  # keys grouped under one comment
         assert above >= 0 and lines[above].startswith("#"), lines[index]
+
+
+def test_preset_files_skip_samplers_serval_lacks(tmp_path: Path) -> None:
+    (tmp_path / "from_tabby.yml").write_text(
+        "temperature:\n  override: 0.7\ncfg_scale:\n  override: 1.5\n"
+    )
+    loaded = load_preset("from_tabby", tmp_path)
+    assert set(loaded.entries) == {"temperature"}
