@@ -26,7 +26,7 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before later packages (it holds an event loop)
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of the console tests' own, with the default model and the OpenAI API."""
     if not (DEFAULT_MODEL / "config.json").is_file():
