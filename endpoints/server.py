@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from common.progress import shown_in_console
-from endpoints.core import health, metrics, models, sampling, templates, tokens
+from endpoints.core import health, loras, metrics, models, sampling, templates, tokens
 from endpoints.errors import install_error_handlers
 from endpoints.middleware import RequestContextMiddleware
 from endpoints.OAI import chat, completions
@@ -21,7 +21,8 @@ VERSION = "0.1.0"
 
 
 async def load_startup_model(state: ServerState) -> None:
-    """Load ``model.model_name`` in the background; requests wait for it instead of failing."""
+    """Load ``model.model_name`` (and ``lora.loras``) in the background; requests wait for it
+    instead of failing."""
     name = state.config.model.model_name
     if not name:
         return
@@ -63,7 +64,7 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     )
     app.state.serval = state
     install_error_handlers(app, config.network.send_tracebacks)
-    for module in (health, metrics, models, tokens, templates, sampling):
+    for module in (health, metrics, models, loras, tokens, templates, sampling):
         app.include_router(module.router)
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from backends.base import LoadProgress
 from common.auth import KeyLevel
-from common.model_files import check_model_folder, list_model_folders
+from common.model_files import list_model_folders
 from common.progress import shown_in_console
 from endpoints.core.types import (
     LoadProgressEvent,
@@ -182,7 +182,7 @@ async def load_model(body: ModelLoadRequest, request: Request) -> Any:
     request_args = body.model_dump(exclude={"model_name", "draft_model", "skip_queue"})
     draft = body.draft_model.model_dump() if body.draft_model else None
     plan = container.plan_load(body.model_name, request=request_args, draft=draft)
-    check_model_folder(plan.path)
+    container.prepare(plan)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(_run_load(state, body, plan, queue))
     state.background_tasks.add(task)

@@ -147,3 +147,37 @@ class OverrideListResponse(BaseModel):
     selected_preset: str | None
     overrides: dict[str, Any]
     presets: list[str]
+
+
+class LoraCard(BaseModel):
+    id: str = Field(description="Folder under lora_dir.")
+    object: Literal["lora"] = "lora"
+    created: int
+    owned_by: str = "serval"
+    scaling: float | None = Field(None, description="Scaling in use; null for a LoRA not in use.")
+
+
+class LoraList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LoraCard]
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: str = Field(min_length=1, description="Folder under lora_dir (sub-paths allowed).")
+    scaling: float = Field(1.0, ge=0, le=100, description="Multiplier of the LoRA's effect.")
+
+
+class LoraLoadRequest(BaseModel):
+    loras: list[LoraSpec] = Field(description="LoRAs to use; the ones in use are replaced.")
+    skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
+
+
+class LoraLoadResponse(BaseModel):
+    success: list[str]
+    failure: list[str]
+
+
+class LoraUnloadRequest(BaseModel):
+    skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
