@@ -181,3 +181,27 @@ class LoraLoadResponse(BaseModel):
 
 class LoraUnloadRequest(BaseModel):
     skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
+
+
+class EmbeddingModelParameters(BaseModel):
+    dimensions: int = Field(description="Length of each vector.")
+    max_seq_len: int = Field(description="Tokens per text; longer texts are truncated.")
+    device: str
+    matryoshka: bool = Field(description="Whether `dimensions` may ask for shorter vectors.")
+
+
+class EmbeddingModelCard(ModelCard):
+    parameters: EmbeddingModelParameters | None = None  # type: ignore[assignment]
+
+
+class EmbeddingLoadRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    embedding_model_name: str = Field(
+        validation_alias=AliasChoices("embedding_model_name", "name"),
+        min_length=1,
+        description="Folder under embedding_model_dir.",
+    )
+    embeddings_device: Literal["cpu", "auto", "cuda"] | None = Field(
+        None, description="Device (default: embeddings.embeddings_device)."
+    )

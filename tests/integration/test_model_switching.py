@@ -399,3 +399,12 @@ def test_the_cpu_engine_refuses_a_draft_model_before_unloading(
     assert "draft" in error["message"]
     assert loaded(tiny_server)["id"] == before
     assert complete(tiny_server, None).status_code == 200
+
+
+def test_the_server_serves_without_its_embedding_model(tiny_server: ServerProcess) -> None:
+    assert httpx.get(f"{tiny_server.url}/health").status_code == 200
+    with tiny_server.client() as client:
+        response = client.post("/v1/embeddings", json={"input": "hello"})
+    assert response.status_code == 503
+    assert "No embedding model is loaded" in response.json()["error"]["message"]
+    assert "embedding model 'no-such' was not loaded" in tiny_server.log()
