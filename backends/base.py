@@ -150,7 +150,11 @@ class GenerationChunk:
 
 
 class Engine(abc.ABC):
-    """A loaded model that encodes, decodes and generates. One instance per load."""
+    """A loaded model that encodes, decodes and generates. One instance per load.
+
+    The constructor only checks ``options`` (raising :class:`UnsupportedError` for what the
+    engine cannot do, before the current model is unloaded); ``load()`` does the work.
+    """
 
     backend: str = "abstract"
 
@@ -210,6 +214,9 @@ class Engine(abc.ABC):
         """Cancel every running and queued job."""
 
     async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        """Use ``loras`` (folder, name, scaling) in place of the LoRAs in use:
+        ``{"success": [names], "failure": [names]}``. Called only while no job runs;
+        engines that can do it list ``"loras"`` in ``info().capabilities``."""
         from common.errors import UnsupportedError
 
         raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")

@@ -1,7 +1,10 @@
-"""The model container: the one loaded model, its template, and the lock around loads.
+"""The model container: the one loaded model, its template and LoRAs, and the lock around them.
 
-Loads and unloads are serialised by one lock. Generation requests that arrive while a load or
-unload runs wait for it to end and then run on whatever is loaded, or get 503 when nothing is.
+Loads, unloads and LoRA changes are serialised by one lock. Each request holds a :class:`Lease`
+while it generates. A change waits until every lease is released (or, with ``skip_queue``,
+cancels the running jobs), and requests that arrive meanwhile wait for it to end and then run
+on whatever is loaded, or get 503 when nothing is. So no request ever sees the weights change
+under it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,8 @@ from backends.base import (
 from backends.registry import choose_backend, create_engine
 from common.admission import Admission
 from common.config import ModelConfig, ServalConfig
-from common.errors import BadRequestError, ServalError, UnavailableError
+from common.errors import BadRequestError, ServalError, UnavailableError, UnsupportedError
+from common.loras import LoraChoice, resolve_loras
 from common.metrics import Metrics
 from common.model_files import check_model_folder, resolve_model_folder
 from common.templating import ChatTemplate, find_model_template
@@ -76,15 +80,17 @@ def _folder_defaults(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @dataclass
 class LoadPlan:
-    """A checked load: settings merged from config, request and the folder's own defaults."""
+    """Settings for one load, after merging config, request and the folder's own defaults.
+
+    ``loras`` are applied after the model loads (start-up: ``lora.loras``) and then track the
+    LoRAs in use; they do not count when comparing plans.
+    """
 
     name: str
     path: Path
     settings: dict[str, Any]
-    draft: dict[str, Any]
-    backend: str
-    options: LoadOptions
-    template: ChatTemplate | None = field(compare=False)
+    draft: dict[str, Any] = field(default_factory=dict)
+    loras: tuple[LoraChoice, ...] = field(default=(), compare=False)
 
 
 class ModelContainer:
@@ -113,6 +119,10 @@ class ModelContainer:
         return Path(self.config.model.model_dir)
 
     @property
+    def lora_dir(self) -> Path:
+        return Path(self.config.lora.lora_dir)
+
+    @property
     def loading(self) -> bool:
         return not self._settled.is_set()
 
@@ -123,12 +133,10 @@ class ModelContainer:
     def plan_load(
         self, name: str, request: dict[str, Any] | None = None, draft: dict[str, Any] | None = None
     ) -> LoadPlan:
-        """Check a load of ``name`` before anything is unloaded, and merge its settings.
+        """Merge settings for loading ``name``: config < request < the folder's tabby_config.yml.
 
-        Settings: config < request < the folder's tabby_config.yml. With ``request`` None
-        (start-up) every model key of the config applies; for API loads only the keys listed in
-        ``model.use_as_default`` do. Raises 4xx errors for names, folders, engines and templates
-        that cannot work.
+        With ``request`` None (start-up) every model key of the config applies; for API loads
+        only the keys listed in ``model.use_as_default`` do.
         """
         path = resolve_model_folder(self.model_dir, name)
         model_config: ModelConfig = self.config.model
@@ -150,18 +158,25 @@ class ModelContainer:
         }
         draft_settings.update({k: v for k, v in (draft or {}).items() if v is not None})
         draft_settings.update({k: v for k, v in folder_draft.items() if k in DRAFT_KEYS})
-        check_model_folder(path)
-        return LoadPlan(
-            name=name,
-            path=path,
-            settings=settings,
-            draft=draft_settings,
-            backend=choose_backend(settings.get("backend"), path),
-            options=self._options(name, path, settings, draft_settings),
-            template=find_model_template(path, settings.get("prompt_template")),
-        )
+        loras = self._startup_loras() if request is None else ()
+        return LoadPlan(name=name, path=path, settings=settings, draft=draft_settings, loras=loras)
 
-    def _draft_options(self, draft: dict[str, Any]) -> DraftOptions | None:
+    def _startup_loras(self) -> tuple[LoraChoice, ...]:
+        """``lora.loras`` that exist; the others are reported and left out."""
+        found: list[LoraChoice] = []
+        for entry in self.config.lora.loras:
+            try:
+                choices, missing = resolve_loras(self.lora_dir, [(entry.name, entry.scaling)])
+            except ServalError as exc:
+                logger.error(f"LoRA {entry.name!r} in lora.loras is skipped: {exc.message}")
+                continue
+            for name in missing:
+                logger.error(f"LoRA {name!r} in lora.loras: no such LoRA in {self.lora_dir}/")
+            found += choices
+        return tuple(found)
+
+    def _draft_options(self, plan: LoadPlan) -> DraftOptions | None:
+        draft = plan.draft
         mode = draft.get("draft_mode", "model")
         if mode == "ngram":
             return DraftOptions(
@@ -180,12 +195,11 @@ class ModelContainer:
             num_tokens=draft.get("draft_num_tokens", 4),
         )
 
-    def _options(
-        self, name: str, path: Path, s: dict[str, Any], draft: dict[str, Any]
-    ) -> LoadOptions:
+    def _options(self, plan: LoadPlan) -> LoadOptions:
+        s = plan.settings
         return LoadOptions(
-            path=path,
-            name=name,
+            path=plan.path,
+            name=plan.name,
             max_seq_len=s.get("max_seq_len"),
             cache_size=s.get("cache_size"),
             cache_mode=s.get("cache_mode") or "FP16",
@@ -198,33 +212,47 @@ class ModelContainer:
             gpu_split=tuple(s.get("gpu_split") or ()),
             tensor_parallel=bool(s.get("tensor_parallel")),
             dtype=s.get("dtype") or "auto",
-            draft=self._draft_options(draft),
+            draft=self._draft_options(plan),
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:
         """Load ``plan``'s model, replacing the current one; yields progress events.
 
-        A folder that cannot be a model is refused before the current model is touched. If the
-        new model fails to load, the previous one is loaded again.
+        A folder that cannot be a model, or settings the engine cannot do, are refused before
+        the current model is touched. If the new model fails to load, the previous one is
+        loaded again.
         """
         async with self._lock:
-            if self.engine is not None and self.plan == plan:
-                yield LoadProgress("model", 1, 1, "finished")
-                return
-            self._settled.clear()
-            previous = self.plan
+            async for progress in self._load_locked(plan, skip_queue):
+                yield progress
+
+    def prepare(self, plan: LoadPlan) -> tuple[Engine, ChatTemplate | None]:
+        """The engine (not loaded yet) and template for ``plan``; raises for a folder that
+        cannot be a model or settings the engine cannot do (a draft model on the CPU engine),
+        so a load is refused before anything is unloaded."""
+        check_model_folder(plan.path)
+        backend = choose_backend(plan.settings.get("backend"), plan.path)
+        template = find_model_template(plan.path, plan.settings.get("prompt_template"))
+        return create_engine(backend, self._options(plan)), template
+
+    async def _load_locked(self, plan: LoadPlan, skip_queue: bool) -> AsyncIterator[LoadProgress]:
+        if self.engine is not None and self.plan == plan:
+            yield LoadProgress("model", 1, 1, "finished")
+            return
+        engine, template = self.prepare(plan)
+        previous = self.plan
+        async with self._quiet(skip_queue):
             try:
-                await self._drain(skip_queue)
                 await self._unload_engine()
                 started = time.perf_counter()
-                engine = create_engine(plan.backend, plan.options)
                 try:
                     async for progress in engine.load():
                         yield progress
+                    plan = replace(plan, loras=await self._apply_loras(engine, plan.loras))
                 except BaseException:
                     await engine.unload()
                     raise
-                self.engine, self.template, self.plan = engine, plan.template, plan
+                self.engine, self.template, self.plan = engine, template, plan
                 self.load_seconds = time.perf_counter() - started
                 self.metrics.model_load_seconds.set(self.load_seconds)
             except ServalError as exc:
@@ -235,20 +263,50 @@ class ModelContainer:
                 logger.exception(f"loading {plan.name} failed")
                 await self._restore(previous)
                 raise BadRequestError(f"Loading {plan.name} failed: {exc}") from exc
-            finally:
-                self._settled.set()
+
+    async def _apply_loras(
+        self, engine: Engine, loras: tuple[LoraChoice, ...]
+    ) -> tuple[LoraChoice, ...]:
+        """Apply ``loras`` to a freshly loaded ``engine`` (failures are logged); those applied."""
+        if not loras:
+            return ()
+        if "loras" not in engine.info().capabilities:
+            logger.error(f"the {engine.backend} engine cannot load LoRAs; none applied")
+            return ()
+        result = await engine.load_loras(list(loras))
+        if result["failure"]:
+            logger.error(f"LoRAs not applied: {', '.join(result['failure'])}")
+        return tuple(lora for lora in loras if lora.name in result["success"])
 
     async def _restore(self, previous: LoadPlan | None) -> None:
         if previous is None or self.engine is not None:
             return
         logger.info(f"loading {previous.name} again")
         try:
-            engine = create_engine(previous.backend, previous.options)
+            engine = create_engine(
+                choose_backend(previous.settings.get("backend"), previous.path),
+                self._options(previous),
+            )
             async for _ in engine.load():
                 pass
-            self.engine, self.plan, self.template = engine, previous, previous.template
+            previous = replace(previous, loras=await self._apply_loras(engine, previous.loras))
+            self.engine, self.plan = engine, previous
+            self.template = find_model_template(
+                previous.path, previous.settings.get("prompt_template")
+            )
         except Exception:
             logger.exception(f"could not load {previous.name} again")
+
+    @asynccontextmanager
+    async def _quiet(self, skip_queue: bool) -> AsyncIterator[None]:
+        """While the body runs, no request generates: new ones wait, and running ones are
+        waited for (or, with ``skip_queue``, cancelled) before it starts."""
+        self._settled.clear()
+        try:
+            await self._drain(skip_queue)
+            yield
+        finally:
+            self._settled.set()
 
     async def _drain(self, skip_queue: bool) -> None:
         engine = self.engine
@@ -278,6 +336,35 @@ class ModelContainer:
             finally:
                 self._settled.set()
 
+    def _lora_engine(self) -> Engine:
+        if self.engine is None:
+            raise UnavailableError("No model is loaded.")
+        if "loras" not in self.engine.info().capabilities:
+            raise UnsupportedError(f"The {self.engine.backend} engine cannot load LoRAs.")
+        return self.engine
+
+    async def load_loras(
+        self, loras: list[LoraChoice], skip_queue: bool = False
+    ) -> dict[str, list[str]]:
+        """Replace the LoRAs in use with ``loras``: ``{"success": [...], "failure": [...]}``."""
+        async with self._lock:
+            engine = self._lora_engine()
+            async with self._quiet(skip_queue):
+                result = await engine.load_loras(list(loras))
+            assert self.plan is not None
+            applied = tuple(lora for lora in loras if lora.name in result["success"])
+            self.plan = replace(self.plan, loras=applied)
+            return result
+
+    async def unload_loras(self, skip_queue: bool = False) -> None:
+        """Stop using every LoRA; the model answers exactly as it did without them."""
+        async with self._lock:
+            engine = self._lora_engine()
+            async with self._quiet(skip_queue):
+                await engine.unload_loras()
+            assert self.plan is not None
+            self.plan = replace(self.plan, loras=())
+
     async def current(self) -> Engine:
         """The loaded engine, waiting for a load in progress; 503 when none is loaded."""
         await self._settled.wait()
@@ -294,12 +381,41 @@ class ModelContainer:
         """
         await self.admission.enter()
         try:
-            engine = await self.current()
+            await self.current()
+            return self._lease()
         except BaseException:
             self.admission.leave()
             raise
+
+    async def acquire_model(self, plan: LoadPlan) -> Lease:
+        """A lease on ``plan``'s model, loading it first when another model is loaded (after
+        the running requests finish). The lease is taken under the load lock, so no other
+        load can come between this load and this request."""
+        await self.admission.enter()
+        try:
+            if not self.loading and self._serves(plan.path):
+                return self._lease()
+            async with self._lock:
+                if not self._serves(plan.path):
+                    logger.info(f"loading {plan.name} for a request that names it")
+                    async for _ in self._load_locked(plan, skip_queue=False):
+                        pass
+                return self._lease()
+        except BaseException:
+            self.admission.leave()
+            raise
+
+    def _serves(self, path: Path) -> bool:
+        return self.engine is not None and self.plan is not None and self.plan.path == path
+
+    def _lease(self) -> Lease:
+        engine, plan = self.engine, self.plan
+        if engine is None or plan is None:
+            raise UnavailableError(
+                "No model is loaded. An admin can load one with POST /v1/model/load."
+            )
         self._users += 1
-        return Lease(self, engine, self.plan.name if self.plan else engine.options.name)
+        return Lease(self, engine, plan.name, plan.path)
 
     def lease_ended(self) -> None:
         self._users -= 1
@@ -317,10 +433,11 @@ class ModelContainer:
 class Lease:
     """One request's hold on the loaded engine; its jobs are counted in the metrics."""
 
-    def __init__(self, container: ModelContainer, engine: Engine, name: str) -> None:
+    def __init__(self, container: ModelContainer, engine: Engine, name: str, path: Path) -> None:
         self._container = container
         self.engine = engine
         self.name = name
+        self.path = path
         self.template = container.template
         self._released = False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,29 @@ def context_length(model_dir: Path) -> int | None:
     return None
 
 
+EMBEDDING_MARKERS = ("modules.json", "config_sentence_transformers.json")
+
+
 def is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def list_model_folders(base: Path, exclude: tuple[Path, ...] = ()) -> list[ModelFolder]:
-    """Every folder with a config.json below ``base`` (a few levels deep), by relative id."""
+def is_embedding_folder(path: Path) -> bool:
+    """A sentence-transformers model (served by /v1/embeddings, not as a language model)."""
+    return any((path / marker).is_file() for marker in EMBEDDING_MARKERS)
+
+
+def find_folders(
+    base: Path, accept: Callable[[Path], bool], exclude: tuple[Path, ...] = ()
+) -> list[tuple[str, Path]]:
+    """Folders below ``base`` (a few levels deep, symlinks not followed) that ``accept`` takes,
+    as (id relative to ``base``, path); the search does not go inside an accepted folder."""
     if not base.is_dir():
         return []
     root = base.resolve()
     excluded = {path.resolve() for path in exclude if path.resolve() != root}
-    found: list[ModelFolder] = []
-    for current, dirs, files in os.walk(root, followlinks=False):
+    found: list[tuple[str, Path]] = []
+    for current, dirs, _ in os.walk(root, followlinks=False):
         here = Path(current)
         depth = len(here.relative_to(root).parts)
         dirs[:] = sorted(
@@ -59,10 +71,19 @@ def list_model_folders(base: Path, exclude: tuple[Path, ...] = ()) -> list[Model
             for d in dirs
             if not d.startswith(".") and here / d not in excluded and depth < MAX_DEPTH
         )
-        if here != root and "config.json" in files:
-            found.append(ModelFolder(here.relative_to(root).as_posix(), here, context_length(here)))
+        if here != root and accept(here):
+            found.append((here.relative_to(root).as_posix(), here))
             dirs[:] = []
     return found
+
+
+def list_model_folders(base: Path, exclude: tuple[Path, ...] = ()) -> list[ModelFolder]:
+    """Every language model folder (with a config.json) below ``base``, by relative id."""
+    return [
+        ModelFolder(name, path, context_length(path))
+        for name, path in find_folders(base, is_model_folder, exclude)
+        if not is_embedding_folder(path)
+    ]
 
 
 def resolve_model_folder(base: Path, name: str, what: str = "model_name") -> Path:

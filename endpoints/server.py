@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
+from common.errors import ServalError
 from common.progress import shown_in_console
 from endpoints.console import mount_console
-from endpoints.core import health, metrics, models, sampling, templates, tokens
+from endpoints.core import embeddings, health, loras, metrics, models, sampling, templates, tokens
 from endpoints.errors import install_error_handlers
 from endpoints.middleware import RequestContextMiddleware
 from endpoints.OAI import chat, completions
+from endpoints.OAI import embeddings as oai_embeddings
 from endpoints.state import ServerState
 
 VERSION = "0.1.0"
 
 
 async def load_startup_model(state: ServerState) -> None:
-    """Load ``model.model_name`` in the background; requests wait for it instead of failing."""
+    """Load ``model.model_name`` (and ``lora.loras``) in the background; requests wait for it
+    instead of failing."""
     name = state.config.model.model_name
     if not name:
         return
@@ -39,12 +43,32 @@ async def load_startup_model(state: ServerState) -> None:
     logger.info(f"model {name} is ready")
 
 
+async def load_startup_embeddings(state: ServerState) -> None:
+    """Load ``embeddings.embedding_model_name`` in the background; /health does not wait."""
+    name = state.config.embeddings.embedding_model_name
+    if not name:
+        return
+    try:
+        await state.embeddings.load(name)
+    except ServalError as exc:
+        logger.warning(f"embedding model {name!r} was not loaded: {exc.message}")
+        logger.warning(
+            "/v1/embeddings answers 503 until an admin loads one with "
+            "POST /v1/model/embedding/load (embeddings.embedding_model_name: null silences this)"
+        )
+
+
+def _start(state: ServerState, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    state.background_tasks.add(task)
+    task.add_done_callback(state.background_tasks.discard)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.serval
-    task = asyncio.create_task(load_startup_model(state))
-    state.background_tasks.add(task)
-    task.add_done_callback(state.background_tasks.discard)
+    _start(state, load_startup_model(state))
+    _start(state, load_startup_embeddings(state))
     try:
         yield
     finally:
@@ -52,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             pending.cancel()
         if state.container.engine is not None:
             await state.container.unload()
+        state.embeddings.close()
 
 
 def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
@@ -64,11 +89,12 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     )
     app.state.serval = state
     install_error_handlers(app, config.network.send_tracebacks)
-    for module in (health, metrics, models, tokens, templates, sampling):
+    for module in (health, metrics, models, embeddings, loras, tokens, templates, sampling):
         app.include_router(module.router)
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)
         app.include_router(chat.router)
+        app.include_router(oai_embeddings.router)
     if config.network.web_console:
         mount_console(app)  # after the API routes, so it never answers one of their paths
     if config.network.cors_origins:

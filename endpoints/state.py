@@ -1,4 +1,4 @@
-"""What the routes share: the config, the keys, the loaded model and the sampler presets."""
+"""What the routes share: the config, the keys, the loaded models and the sampler presets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from common.auth import Authenticator
 from common.config import ServalConfig
+from common.embeddings import EmbeddingContainer
 from common.metrics import Metrics
 from common.model import ModelContainer
 from common.sampling import OverrideState
@@ -21,6 +22,10 @@ class ServerState:
     overrides: OverrideState = field(default_factory=OverrideState)
     started_at: float = field(default_factory=time.time)
     background_tasks: set[asyncio.Task] = field(default_factory=set)
+    embeddings: EmbeddingContainer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.embeddings = EmbeddingContainer(self.config.embeddings)
 
     @property
     def metrics(self) -> Metrics:

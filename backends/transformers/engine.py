@@ -23,7 +23,13 @@ from backends.base import (
 )
 from backends.transformers.batch import BatchScheduler, emitter
 from backends.transformers.samplers import VocabIndex
-from common.errors import BadRequestError, ContextLengthError, UnavailableError
+from common.errors import (
+    BadRequestError,
+    ConflictError,
+    ContextLengthError,
+    UnavailableError,
+    UnsupportedError,
+)
 from common.grammar import parser_limits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 DEFAULT_MAX_BATCH_SIZE = 16
 CPU_PREFILL_CHUNK = 256
 LOAD_STEPS = ("config", "tokenizer", "weights", "warm-up")
+CANCELLED = "The request was cancelled: an admin is changing the model or its LoRAs."
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -63,6 +70,12 @@ class TransformersEngine(Engine):
     backend = "transformers"
 
     def __init__(self, options: LoadOptions) -> None:
+        if options.draft is not None:
+            raise UnsupportedError(
+                "The transformers engine does not do speculative decoding: load the model "
+                "without a draft model (draft_model_name) or draft_mode.",
+                param="draft_model",
+            )
         super().__init__(options)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = pick_dtype(options.dtype, self.device)
@@ -73,6 +86,8 @@ class TransformersEngine(Engine):
         self._max_seq_len = 0
         self._vocab_size = 0
         self._ll_tokenizer: Any = None
+        self._peft: Any = None
+        self._loras: tuple[tuple[str, float], ...] = ()
 
     # ----- loading --------------------------------------------------------------------------
 
@@ -173,6 +188,8 @@ class TransformersEngine(Engine):
         if scheduler is not None:
             await asyncio.to_thread(scheduler.stop)
         self.model = None
+        self._peft = None
+        self._loras = ()
         self._ll_tokenizer = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -188,6 +205,89 @@ class TransformersEngine(Engine):
     @property
     def _dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
+
+    # ----- LoRAs ----------------------------------------------------------------------------
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        """Replace the active LoRAs with ``loras`` (folder, name, scaling), applied through PEFT.
+
+        Only while no job runs (the model container drains first), so no job ever sees the
+        weights change under it. A LoRA that cannot be applied is reported in ``failure``.
+        """
+        self._check_idle()
+        applied, failed = await asyncio.to_thread(self._set_loras, loras)
+        return {"success": applied, "failure": failed}
+
+    async def unload_loras(self) -> None:
+        self._check_idle()
+        await asyncio.to_thread(self._remove_adapters)
+
+    def _check_idle(self) -> None:
+        if self.model is None:
+            raise UnavailableError("The model is not loaded.")
+        if self.active_jobs or self.queued_jobs:
+            raise ConflictError("LoRAs can only change while no request is generating.")
+
+    def _set_loras(self, loras: list[tuple[Path, str, float]]) -> tuple[list[str], list[str]]:
+        self._remove_adapters()
+        kept: list[tuple[Path, str, float]] = []
+        failed: list[str] = []
+        for lora in loras:
+            try:
+                self._add_adapter(lora[0], len(kept))
+                kept.append(lora)
+            except Exception as exc:
+                logger.error(f"LoRA {lora[1]} was not applied: {exc}")
+                failed.append(lora[1])
+                self._remove_adapters()  # a failed adapter may be half in place
+                for index, (path, _, _) in enumerate(kept):
+                    self._add_adapter(path, index)
+        if kept:
+            self._activate([scaling for _, _, scaling in kept])
+        self._loras = tuple((name, scaling) for _, name, scaling in kept)
+        return [name for _, name, _ in kept], failed
+
+    def _add_adapter(self, path: Path, index: int) -> None:
+        from peft import PeftModel
+
+        # Adapter names are module keys inside PEFT (no dots): the user's name stays ours.
+        adapter = f"serval_{index}"
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.model, path, adapter_name=adapter)
+        else:
+            self._peft.load_adapter(path, adapter_name=adapter)
+
+    def _activate(self, scalings: list[float]) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        adapters = [f"serval_{index}" for index in range(len(scalings))]
+        self._peft.base_model.set_adapter(adapters, inference_mode=True)
+        for module in self.model.modules():
+            if isinstance(module, LoraLayer):
+                for adapter, scaling in zip(adapters, scalings, strict=True):
+                    module.set_scale(adapter, scaling)
+
+    def _remove_adapters(self) -> None:
+        """Put the model's own layers back. PEFT never changed their weights (nothing is
+        merged), so the output is exactly what it was before any LoRA."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        peft, self._peft = self._peft, None
+        self._loras = ()
+        if peft is not None:
+            peft.unload()
+        # A LoRA that failed half-way can leave adapter layers that no PeftModel knows about.
+        replaced: list[str] = []
+        for name, module in list(self.model.named_modules()):
+            if not isinstance(module, BaseTunerLayer) or any(
+                name.startswith(f"{outer}.") for outer in replaced
+            ):
+                continue
+            parent, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent), child, module.get_base_layer())
+            replaced.append(name)
+        if hasattr(self.model, "peft_config"):
+            del self.model.peft_config
 
     # ----- tokens ---------------------------------------------------------------------------
 
@@ -233,7 +333,8 @@ class TransformersEngine(Engine):
             chunk_size=self.prefill_chunk,
             dtype=self._dtype_name,
             device=self.device.type,
-            capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed"}),
+            loras=self._loras,
+            capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed", "loras"}),
         )
 
     # ----- generation -----------------------------------------------------------------------
@@ -285,6 +386,11 @@ class TransformersEngine(Engine):
             scheduler.cancel(sequence)
 
     async def cancel_all(self) -> None:
-        if self.scheduler is not None:
-            for sequence in [*self.scheduler.active, *self.scheduler.waiting]:
-                self.scheduler.cancel(sequence)
+        """Cancel every job; each one's consumer gets a 503 instead of waiting for more tokens."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        for sequence in [*scheduler.active, *scheduler.waiting]:
+            if not sequence.finished:
+                sequence.emit(UnavailableError(CANCELLED, code="cancelled"))
+            scheduler.cancel(sequence)

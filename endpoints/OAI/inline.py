@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Request
-from loguru import logger
 
 from common.auth import KeyLevel
-from common.errors import PermissionDeniedError
+from common.errors import BadRequestError, PermissionDeniedError
 from common.model import Lease
+from common.paths import safe_child
 from endpoints.dependencies import key_level
 from endpoints.state import ServerState
 
@@ -15,21 +17,29 @@ from endpoints.state import ServerState
 async def lease_for(model: str | None, request: Request, state: ServerState) -> Lease:
     """A lease on the engine for a request whose ``model`` field is ``model``.
 
-    Without ``model.inline_model_loading`` the field is ignored, as in TabbyAPI. With it, an admin
-    key loads the named model first; an api key may only name the loaded model or a dummy name.
+    Without ``model.inline_model_loading`` the field is ignored, as in TabbyAPI, and so are the
+    dummy model names. With it, an admin key loads the named model first (requests already
+    running finish on the old one; the lease is taken before any other load can start); an api
+    key may only name the loaded model (403 otherwise).
     """
     config = state.config.model
     container = state.container
-    if not model or not config.inline_model_loading or model == container.name:
+    if not model or not config.inline_model_loading or model in config.dummy_model_names:
         return await container.acquire()
-    if model in config.dummy_model_names:
-        return await container.acquire()
-    if key_level(request) < KeyLevel.ADMIN:
+    if key_level(request) >= KeyLevel.ADMIN:
+        return await container.acquire_model(container.plan_load(model, request={}))
+    lease = await container.acquire()
+    if model != lease.name and _folder(state, model) != lease.path:
+        lease.release()
         raise PermissionDeniedError(
             f"Model {model!r} is not loaded, and only an admin key may load it.", param="model"
         )
-    plan = container.plan_load(model, request={})
-    logger.info(f"inline load of {model} requested")
-    async for _ in container.load(plan):
-        pass
-    return await container.acquire()
+    return lease
+
+
+def _folder(state: ServerState, model: str) -> Path | None:
+    """The folder ``model`` names, to recognise the loaded model by another spelling."""
+    try:
+        return safe_child(state.container.model_dir, model, what="model")
+    except BadRequestError:
+        return None

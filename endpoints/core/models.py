@@ -182,6 +182,7 @@ async def load_model(body: ModelLoadRequest, request: Request) -> Any:
     request_args = body.model_dump(exclude={"model_name", "draft_model", "skip_queue"})
     draft = body.draft_model.model_dump() if body.draft_model else None
     plan = container.plan_load(body.model_name, request=request_args, draft=draft)
+    container.prepare(plan)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(_run_load(state, body, plan, queue))
     state.background_tasks.add(task)

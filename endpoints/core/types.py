@@ -147,3 +147,61 @@ class OverrideListResponse(BaseModel):
     selected_preset: str | None
     overrides: dict[str, Any]
     presets: list[str]
+
+
+class LoraCard(BaseModel):
+    id: str = Field(description="Folder under lora_dir.")
+    object: Literal["lora"] = "lora"
+    created: int
+    owned_by: str = "serval"
+    scaling: float | None = Field(None, description="Scaling in use; null for a LoRA not in use.")
+
+
+class LoraList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LoraCard]
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: str = Field(min_length=1, description="Folder under lora_dir (sub-paths allowed).")
+    scaling: float = Field(1.0, ge=0, le=100, description="Multiplier of the LoRA's effect.")
+
+
+class LoraLoadRequest(BaseModel):
+    loras: list[LoraSpec] = Field(description="LoRAs to use; the ones in use are replaced.")
+    skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
+
+
+class LoraLoadResponse(BaseModel):
+    success: list[str]
+    failure: list[str]
+
+
+class LoraUnloadRequest(BaseModel):
+    skip_queue: bool = Field(False, description="Cancel running jobs instead of waiting for them.")
+
+
+class EmbeddingModelParameters(BaseModel):
+    dimensions: int = Field(description="Length of each vector.")
+    max_seq_len: int = Field(description="Tokens per text; longer texts are truncated.")
+    device: str
+    matryoshka: bool = Field(description="Whether `dimensions` may ask for shorter vectors.")
+
+
+class EmbeddingModelCard(ModelCard):
+    parameters: EmbeddingModelParameters | None = None  # type: ignore[assignment]
+
+
+class EmbeddingLoadRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    embedding_model_name: str = Field(
+        validation_alias=AliasChoices("embedding_model_name", "name"),
+        min_length=1,
+        description="Folder under embedding_model_dir.",
+    )
+    embeddings_device: Literal["cpu", "auto", "cuda"] | None = Field(
+        None, description="Device (default: embeddings.embeddings_device)."
+    )
