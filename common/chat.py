@@ -13,7 +13,7 @@ from backends.base import SpecialTokens
 from common.errors import BadRequestError, TemplateError
 from common.templating import ChatTemplate
 from common.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
-from common.tools.prompt import plain_tool_messages
+from common.tools.prompt import plain_tool_messages, shorten_call_ids
 
 # Marks the end of the final message, so the prompt can be cut there to continue it.
 _CONTINUE_MARK = "\u2063<serval-continue>\u2063"
@@ -70,6 +70,8 @@ def _for_template(
 ) -> list[dict[str, Any]]:
     """Messages with tools and calls written out, for a template that does not know them."""
     if renders_tools(template.source):
+        if chat.tool_format.short_ids:
+            shorten_call_ids(messages)
         return messages
     tools = chat.tools or [{"type": "function", "function": f} for f in chat.functions or []]
     has_history = any(

@@ -19,7 +19,13 @@ from common.reasoning import ReasoningSplitter, prompt_opens_reasoning
 from common.reasoning_budget import ReasoningBudget
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat
-from common.tools.grammar import ReasoningSyntax, SpecialId, answer_grammar, tool_call_grammar
+from common.tools.grammar import (
+    ReasoningSyntax,
+    SpecialId,
+    answer_grammar,
+    special_token_id,
+    tool_call_grammar,
+)
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,11 @@ def output_grammar(
     )
 
 
-def reasoning_budget(
-    plan: OutputPlan, tokens: int | None, engine: Engine, answer: GrammarSpec | None
-) -> ReasoningBudget | None:
-    """A budget of ``tokens`` for the reasoning block (None: no budget, or no reasoning)."""
+def _reasoning_budget(
+    plan: OutputPlan, tokens: int, engine: Engine, answer: GrammarSpec | None
+) -> ReasoningBudget:
     reasoning = plan.reasoning
-    if reasoning is None or tokens is None:
-        return None
+    assert reasoning is not None
     closing = f"\n{reasoning.end}\n\n"
     return ReasoningBudget(
         tokens=tokens,
@@ -103,3 +107,21 @@ def reasoning_budget(
         closing_ids=tuple(engine.encode(closing, add_bos=False)),
         answer_grammar=answer,
     )
+
+
+def generation_controls(
+    plan: OutputPlan, constraints: Constraints, engine: Engine, budget_tokens: int | None
+) -> tuple[GrammarSpec | None, ReasoningBudget | None]:
+    """The grammar of the answer, and the reasoning budget (None: no limit, or no reasoning).
+
+    Blocking (grammars are compiled and checked): call it from a worker thread.
+    """
+
+    def special_id(text: str) -> int | None:
+        return special_token_id(engine, text)
+
+    grammar = output_grammar(plan, constraints, special_id)
+    if plan.reasoning is None or budget_tokens is None:
+        return grammar, None
+    answer = grammar and output_grammar(plan, constraints, special_id, after_reasoning=True)
+    return grammar, _reasoning_budget(plan, budget_tokens, engine, answer)

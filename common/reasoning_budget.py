@@ -57,8 +57,9 @@ class BudgetedRunner:
                         return
                     if tracker.in_reasoning and spent >= budget.tokens:
                         break
-        async for chunk in self._answer(request, generated):
-            yield chunk
+        async with contextlib.aclosing(self._answer(request, generated)) as answer:
+            async for chunk in answer:
+                yield chunk
 
     async def _answer(
         self, request: GenerationRequest, generated: list[int]
@@ -81,14 +82,13 @@ class BudgetedRunner:
             grammar=budget.answer_grammar,
             prompt_logprobs=False,
         )
-        async for chunk in self.source.generate(continuation):
-            if chunk.stats is not None:
-                chunk = replace(
-                    chunk,
-                    stats=replace(
+        async with contextlib.aclosing(self.source.generate(continuation)) as chunks:
+            async for chunk in chunks:
+                if chunk.stats is not None:
+                    stats = replace(
                         chunk.stats,
                         prompt_tokens=len(request.prompt_ids),
                         completion_tokens=chunk.stats.completion_tokens + used,
-                    ),
-                )
-            yield chunk
+                    )
+                    chunk = replace(chunk, stats=stats)
+                yield chunk

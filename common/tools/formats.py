@@ -71,6 +71,7 @@ class ToolFormat:
     trigger: str | None  # the tag that starts calls; None: a call is a bare JSON object
     arguments_key: str = "arguments"
     repeats_trigger: bool = True  # each call has its own trigger (else one tag, then a list)
+    short_ids: bool = False  # its templates accept only 9-character alphanumeric call ids
 
 
 FORMATS = {
@@ -84,10 +85,19 @@ FORMATS = {
         repeats_trigger=False,
     ),
     "mistral": ToolFormat(
-        "mistral", mistral.MistralParser, _mistral_text, mistral.TOOL_CALLS, repeats_trigger=False
+        "mistral",
+        mistral.MistralParser,
+        _mistral_text,
+        mistral.TOOL_CALLS,
+        repeats_trigger=False,
+        short_ids=True,
     ),
     "mistral_args": ToolFormat(
-        "mistral_args", mistral.MistralParser, _mistral_args_text, mistral.TOOL_CALLS
+        "mistral_args",
+        mistral.MistralParser,
+        _mistral_args_text,
+        mistral.TOOL_CALLS,
+        short_ids=True,
     ),
 }
 DEFAULT_FORMAT = "hermes"

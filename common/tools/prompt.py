@@ -9,6 +9,7 @@ keeps strict role-alternating templates happy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -72,3 +73,19 @@ def plain_tool_messages(
             message["content"] = f"{text}\n{calls}" if text else calls
         result.append(message)
     return _with_instructions(result, tool_instructions(fmt, tools)) if tools else result
+
+
+def _short_id(call_id: Any) -> Any:
+    if isinstance(call_id, str) and len(call_id) == 9 and call_id.isalnum():
+        return call_id
+    return hashlib.sha256(str(call_id).encode()).hexdigest()[:9]
+
+
+def shorten_call_ids(messages: list[dict[str, Any]]) -> None:
+    """Call ids as Mistral's templates demand (9 letters or digits), the same in calls and in
+    results; ``call_…`` ids are hashed down. Changes ``messages`` in place."""
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            call["id"] = _short_id(call.get("id"))
+        if message.get("tool_call_id") is not None:
+            message["tool_call_id"] = _short_id(message["tool_call_id"])

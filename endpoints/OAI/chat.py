@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from backends.base import GenerationRequest
 from common.chat import ChatPrompt, add_bos_for, render_prompt
 from common.chat_output import ChatOutput
-from common.chat_plan import Constraints, OutputPlan, output_grammar, output_plan, reasoning_budget
+from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import (
     Completion,
@@ -28,7 +28,6 @@ from common.reasoning_budget import BudgetedRunner
 from common.sampling import resolve
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
-from common.tools.grammar import special_token_id
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
@@ -74,7 +73,10 @@ def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
 
 
 def _chat_prompt(
-    body: ChatCompletionRequest, state: ServerState, choice: ToolChoice | None, fmt: ToolFormat
+    body: ChatCompletionRequest,
+    state: ServerState,
+    tool_request: ToolChoice | None,
+    fmt: ToolFormat,
 ) -> ChatPrompt:
     config = state.config.model
     variables = dict(config.template_vars_default)
@@ -87,7 +89,8 @@ def _chat_prompt(
             variables[name] = value
     variables.update(body.template_vars)
     variables.update(config.template_vars_force)
-    offered = choice is not None and choice.mode != "none"  # "none": the model is not told
+    # tool_choice "none": the model is not told about the tools
+    offered = tool_request is not None and tool_request.mode != "none"
     return ChatPrompt(
         messages=[_message_dict(m) for m in body.messages],
         add_generation_prompt=body.add_generation_prompt,
@@ -142,36 +145,28 @@ async def _jobs(
         )
     params = resolve(body, state.overrides.preset)
     check_limits(params, engine, state.config.limits)
-    choice = tool_choice_of(body)
+    tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     prompt = await render_prompt(
         lease.template,
-        _chat_prompt(body, state, choice, fmt),
+        _chat_prompt(body, state, tool_request, fmt),
         engine.special_tokens,
         state.config.limits.template_timeout,
     )
     ids = engine.encode(prompt, add_bos=add_bos_for(prompt, engine.special_tokens))
     check_prompt_ids(ids, engine, param="messages")
     plan.prompt_tokens = len(ids)
-    plan.output = output_plan(prompt, state.config.model, choice, fmt)
+    plan.output = output_plan(prompt, state.config.model, tool_request, fmt)
     constraints = Constraints(
         schema_of(body.response_format) or params.json_schema,
         params.regex_pattern,
         params.grammar_string,
     )
-
-    def special_id(text: str) -> int | None:
-        return special_token_id(engine, text)
-
-    grammar = await asyncio.to_thread(output_grammar, plan.output, constraints, special_id)
-    budget_tokens = _budget_tokens(body, state)
-    if plan.output.reasoning is not None and budget_tokens is not None:
-        answer = grammar and await asyncio.to_thread(
-            output_grammar, plan.output, constraints, special_id, True
-        )
-        budget = reasoning_budget(plan.output, budget_tokens, engine, answer)
-        if budget is not None:
-            plan.runner = BudgetedRunner(lease, budget)
+    grammar, budget = await asyncio.to_thread(
+        generation_controls, plan.output, constraints, engine, _budget_tokens(body, state)
+    )
+    if budget is not None:
+        plan.runner = BudgetedRunner(lease, budget)
     return [
         build_request(
             engine,

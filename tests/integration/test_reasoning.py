@@ -108,3 +108,38 @@ def test_thinking_off_in_the_template_means_no_reasoning(client: openai.OpenAI) 
     reasoning, content, _ = _whole(client, **request)
     assert reasoning == "" and content
     assert _streamed(client, **request)[:2] == (reasoning, content)
+
+
+def test_reasoning_then_a_required_call(client: openai.OpenAI) -> None:
+    """The call's grammar starts after the block; the budget closes the block in time."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "pick",
+            "parameters": {
+                "type": "object",
+                "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+                "required": ["n"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    request = dict(
+        model="x",
+        messages=QUESTION,
+        tools=[tool],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=150,  # this tokenizer spends a token on most characters
+        temperature=0,
+        extra_body={"reasoning_budget_tokens": 4},
+    )
+    choice = client.chat.completions.create(**request).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.reasoning_content
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "pick" and 1 <= json.loads(call.function.arguments)["n"] <= 9
+    with client.chat.completions.stream(**request) as stream:
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.message.reasoning_content == choice.message.reasoning_content
+    assert streamed.message.tool_calls[0].function.arguments == call.function.arguments

@@ -135,23 +135,15 @@ def test_streamed_calls_assemble_into_the_whole_answer(client: openai.OpenAI) ->
 
 
 def test_parallel_calls(client: openai.OpenAI) -> None:
+    """Several calls in one answer, each with its own id; every finished one validates."""
     answer = client.chat.completions.create(
-        model="x",
-        messages=ASK,
-        tools=TOOLS,
-        tool_choice="required",
-        max_tokens=160,
-        temperature=0,
+        model="x", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=64, temperature=0
     )
-    message = answer.choices[0].message
-    complete = (
-        message.tool_calls
-        if answer.choices[0].finish_reason == "tool_calls"
-        else (message.tool_calls[:-1])
-    )
-    assert len(message.tool_calls) >= 2
-    assert len({c.id for c in message.tool_calls}) == len(message.tool_calls)
-    for call in complete:
+    choice = answer.choices[0]
+    calls = choice.message.tool_calls
+    assert len(calls) >= 2 and len({c.id for c in calls}) == len(calls)
+    finished = calls if choice.finish_reason == "tool_calls" else calls[:-1]
+    for call in finished:
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 

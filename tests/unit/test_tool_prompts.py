@@ -4,6 +4,7 @@ that knows no tools."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from backends.base import SpecialTokens
 from common.chat import ChatPrompt, render_prompt
@@ -96,3 +97,27 @@ def test_plain_template_without_tools_is_untouched() -> None:
         render(chatml, ChatPrompt(messages=messages))
         == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_mistral_templates_get_nine_character_ids() -> None:
+    strict = ChatTemplate.from_string(
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}"
+        "{% if c.id|length != 9 %}{{ raise_exception('ids must have 9 characters') }}{% endif %}"
+        "[CALL {{ c.id }}]{% endfor %}{% if m.tool_call_id %}[RESULT {{ m.tool_call_id }}]"
+        "{% endif %}{% endfor %}{{ tools|length }}",
+        name="mistral-like",
+    )
+    history = [
+        {**m, "tool_calls": [{**c, "id": f"call_{i:024x}"} for i, c in enumerate(m["tool_calls"])]}
+        if m.get("tool_calls")
+        else m
+        for m in HISTORY
+    ]
+    history[2] = {**history[2], "tool_call_id": "call_" + "0" * 23 + "1"}
+    history[3] = {**history[3], "tool_call_id": "call_" + "0" * 24}
+    prompt = render(
+        strict, ChatPrompt(messages=history, tools=TOOLS, tool_format=FORMATS["mistral"])
+    )
+    calls = re.findall(r"\[CALL (\w+)\]", prompt)
+    assert len(calls) == 2 and all(len(c) == 9 for c in calls)
+    assert re.findall(r"\[RESULT (\w+)\]", prompt) == calls  # results follow their calls
