@@ -34,6 +34,8 @@ class ToolCallParser(abc.ABC):
         self._buffer = ""
         self._events: list[ParserEvent] = []
         self._held_space = ""
+        self._after_call = False  # content right after a call drops its leading whitespace
+        self._content_seen = False
         self._final = False
         self._scanner: JsonCallScanner | None = None
         self._scanner_prefix = ""
@@ -70,8 +72,12 @@ class ToolCallParser(abc.ABC):
         return events
 
     def _content(self, text: str) -> None:
+        if self._after_call:
+            text = text.lstrip(WHITESPACE)
+            self._after_call = not text
         body = text.rstrip(WHITESPACE)
         if body:
+            self._content_seen = True
             self._events.append(ContentDelta(self._held_space + body))
             self._held_space = ""
         self._held_space += text[len(body) :]
@@ -102,6 +108,7 @@ class ToolCallParser(abc.ABC):
 
     def _open_call(self, name: str, arguments: str = "") -> None:
         self._held_space = ""
+        self._after_call = not self._content_seen
         self._call_index = self.calls
         self.calls += 1
         self._events.append(ToolCallDelta(self._call_index, arguments, id=new_call_id(), name=name))

@@ -75,6 +75,8 @@ HERMES_ONE = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"
             [("search", {"q": "a}b"})],
         ),
         ('<tool_call>{"name": "now"}</tool_call>', "", [("now", {})]),
+        (HERMES_ONE + "\n\nDone.\n", "Done.", [("get_weather", {"city": "Paris"})]),
+        ("Sure.\n" + HERMES_ONE + "\nDone.", "Sure.\nDone.", [("get_weather", {"city": "Paris"})]),
         ("No tools needed: 2 < 3 and <tool_cal is not a tag.", None, []),
         ("<tool_call>not json</tool_call>", None, []),
         (
