@@ -74,17 +74,18 @@ def output_grammar(
 ) -> GrammarSpec | None:
     """The grammar for the answer; ``after_reasoning``: for the part after the block only."""
     reasoning = None if after_reasoning else plan.reasoning
-    choice = plan.tool_choice
-    if choice is not None and choice.constrained and plan.tool_format is not None:
+    choice, fmt = plan.tool_choice, plan.tool_format
+    # Forced or strict calls follow their schemas; with a JSON answer format as well, the
+    # answer is calls or that JSON.
+    if choice is not None and fmt is not None and (choice.constrained or constraints.json_schema):
         if constraints.regex_pattern or constraints.grammar_string:
             raise GrammarError(
-                "regex_pattern and grammar_string cannot be combined with a required, named "
-                "or strict tool choice.",
+                "regex_pattern and grammar_string cannot be combined with tools whose calls "
+                "are constrained (tool_choice required or named, strict functions, or a JSON "
+                "response_format).",
                 param="tool_choice",
             )
-        return tool_call_grammar(
-            plan.tool_format, choice, special_id, reasoning, constraints.json_schema
-        )
+        return tool_call_grammar(fmt, choice, special_id, reasoning, constraints.json_schema)
     if reasoning is not None and constraints.json_schema:
         return answer_grammar(constraints.json_schema, special_id, reasoning)
     return build_grammar(

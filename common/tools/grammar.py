@@ -66,13 +66,13 @@ class _Lark:
 
     def tag(self, text: str) -> str:
         token = self._special_id(text)
-        return f"<[{token}]>" if token is not None else literal(text)
+        return f"<[{token}]>" if token is not None else _literal(text)
 
     def source(self, start: str) -> str:
         return "\n".join([f"start: {start}", *self._rules])
 
 
-def literal(text: str) -> str:
+def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -83,18 +83,22 @@ def _schema(function: FunctionSpec, strict_only: bool) -> dict[str, Any]:
 
 
 def _call_object(name: str, key: str, parameters: dict[str, Any]) -> str:
+    """``{"name": name, key: arguments}``; definitions the arguments refer to (``$defs``, as
+    pydantic writes them) move to the root, where ``#/$defs/...`` points."""
+    arguments = dict(parameters)
+    definitions = {k: arguments.pop(k) for k in ("$defs", "definitions") if k in arguments}
     schema = {
         "type": "object",
-        "properties": {"name": {"const": name}, key: parameters},
+        "properties": {"name": {"const": name}, key: arguments},
         "required": ["name", key],
         "additionalProperties": False,
-        "x-guidance": JSON_CALL_OPTIONS,
+        **definitions,
     }
-    return "%json " + json.dumps(schema, ensure_ascii=False)
+    return _json(schema, JSON_CALL_OPTIONS)
 
 
-def _arguments_object(parameters: dict[str, Any]) -> str:
-    return _json(parameters, JSON_CALL_OPTIONS)
+def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
+    return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
 
 
 def _reasoning(lark: _Lark, syntax: ReasoningSyntax) -> str:
@@ -103,7 +107,7 @@ def _reasoning(lark: _Lark, syntax: ReasoningSyntax) -> str:
     if end is not None:
         lark.add(f"think: TEXT <[{end}]>")
     else:
-        lark.add(f"think[suffix={literal(syntax.end)}]: TEXT")
+        lark.add(f"think[suffix={_literal(syntax.end)}]: TEXT")
     if syntax.opened:
         return "think SPACE "
     return f"({lark.tag(syntax.start)} think SPACE)? "
@@ -121,8 +125,8 @@ def _one_call(
         lark.add(
             "named_call: "
             + " | ".join(
-                f"{literal(f.name)} {lark.tag(MISTRAL_ARGS)} "
-                f"{_arguments_object(_schema(f, strict_only))}"
+                f"{_literal(f.name)} {lark.tag(MISTRAL_ARGS)} "
+                f"{_json(_schema(f, strict_only), JSON_CALL_OPTIONS)}"
                 for f in functions
             )
         )
@@ -176,10 +180,6 @@ def _text_or_calls(lark: _Lark, fmt: ToolFormat, choice: ToolChoice) -> str:
     if choice.parallel and fmt.repeats_trigger:
         return f"(before_call {call})* TEXT"
     return f"(TEXT | before_call {call})"
-
-
-def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
 
 
 def tool_call_grammar(

@@ -10,10 +10,12 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+from typing import Literal
 
 import httpx
 import jsonschema
 import openai
+import pydantic
 import pytest
 
 from tests.support.server import API_KEY, ServerProcess
@@ -229,3 +231,39 @@ def test_bad_tool_requests_are_400(client: openai.OpenAI, extra: dict, param: st
         client.chat.completions.create(model="x", messages=ASK, max_tokens=4, **extra)
     if param:
         assert caught.value.body["param"] == param
+
+
+class Verdict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    louder: bool
+    color: Literal["red", "green", "blue"]
+
+
+class SetLevel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    level: int = pydantic.Field(ge=1, le=5)
+
+
+def test_sdk_parse_with_a_response_format_and_strict_tools(client: openai.OpenAI) -> None:
+    """The SDK's parse(): every answer is a valid Verdict or a valid strict call."""
+
+    def run(seed: int):
+        return client.chat.completions.parse(
+            model="x",
+            messages=ASK,
+            response_format=Verdict,
+            tools=[openai.pydantic_function_tool(SetLevel)],
+            parallel_tool_calls=False,
+            max_tokens=40,
+            temperature=1.0,
+            seed=seed,
+        ).choices[0]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        choices = list(pool.map(run, range(8)))
+    for choice in choices:
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls"
+            assert isinstance(choice.message.tool_calls[0].function.parsed_arguments, SetLevel)
+        else:
+            assert isinstance(choice.message.parsed, Verdict)

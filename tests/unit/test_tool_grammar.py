@@ -139,3 +139,27 @@ def test_invalid_schemas_are_grammar_errors() -> None:
     )
     with pytest.raises(GrammarError):
         tool_call_grammar(FORMATS["hermes"], tool_choice([bad], "required"), no_special)
+
+
+def test_pydantic_style_definitions_resolve(tokenizer) -> None:
+    nested = FunctionSpec(
+        "move",
+        {
+            "$defs": {
+                "Point": {
+                    "type": "object",
+                    "properties": {"x": {"type": "integer"}},
+                    "required": ["x"],
+                    "additionalProperties": False,
+                }
+            },
+            "type": "object",
+            "properties": {"to": {"$ref": "#/$defs/Point"}},
+            "required": ["to"],
+            "additionalProperties": False,
+        },
+    )
+    grammar = tool_call_grammar(FORMATS["hermes"], tool_choice([nested], "required"), no_special)
+    call = '<tool_call>\n{"name": "move", "arguments": {"to": {"x": 4}}}\n</tool_call>'
+    assert accepts(tokenizer, grammar, call)
+    assert not accepts(tokenizer, grammar, call.replace("4", '"four"'))
