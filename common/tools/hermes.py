@@ -30,10 +30,12 @@ class HermesParser(ToolCallParser):
                 return False
             self._state = "close" if result == "done" else "text"
             return True
-        # close: the end tag, which a model may also leave out
+        # close: the end tag, which a model may also leave out (or be cut off in)
         self._skip_space()
         if not self._buffer and not self._final:
             return False
+        if self._final and CLOSE.startswith(self._buffer):
+            self._buffer = ""
         if self._starts_with(CLOSE) is None:
             return False
         self._state = "text"

@@ -100,6 +100,12 @@ def test_hermes_streams_the_name_first_and_arguments_as_they_come() -> None:
     assert parser.feed("_call>") == [] and parser.finish() == []
 
 
+def test_end_tag_cut_short_is_not_content() -> None:
+    text = '<tool_call>{"name": "f", "arguments": {}}\n</tool_c'
+    for pieces in splits(text):
+        assert parse(FORMATS["hermes"].make_parser, pieces) == ("", [("f", "{}")])
+
+
 def test_cut_short_call_keeps_what_was_written() -> None:
     content, calls = parse(
         FORMATS["hermes"].make_parser, ['<tool_call>{"name": "f", "arguments": {"a": "x']
