@@ -68,7 +68,8 @@ def order_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _for_template(
     template: ChatTemplate, chat: ChatPrompt, messages: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Messages with tools and calls written out, for a template that does not know them."""
+    """Messages as the template can take them: tools and calls written out as text for a
+    template that does not know tools, 9-character call ids for Mistral's templates."""
     if renders_tools(template.source):
         if chat.tool_format.short_ids:
             shorten_call_ids(messages)
