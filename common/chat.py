@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from backends.base import SpecialTokens
 from common.errors import BadRequestError, TemplateError
 from common.templating import ChatTemplate
+from common.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
+from common.tools.prompt import plain_tool_messages, shorten_call_ids
 
 # Marks the end of the final message, so the prompt can be cut there to continue it.
 _CONTINUE_MARK = "\u2063<serval-continue>\u2063"
@@ -27,6 +30,7 @@ class ChatPrompt:
     tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    tool_format: ToolFormat = FORMATS[DEFAULT_FORMAT]  # for templates without tool support
 
 
 def tool_arguments_as_objects(messages: list[dict[str, Any]]) -> None:
@@ -61,6 +65,24 @@ def order_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ordered
 
 
+def _for_template(
+    template: ChatTemplate, chat: ChatPrompt, messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Messages as the template can take them: tools and calls written out as text for a
+    template that does not know tools, 9-character call ids for Mistral's templates."""
+    if renders_tools(template.source):
+        if chat.tool_format.short_ids:
+            shorten_call_ids(messages)
+        return messages
+    tools = chat.tools or [{"type": "function", "function": f} for f in chat.functions or []]
+    has_history = any(
+        m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages
+    )
+    if not tools and not has_history:
+        return messages
+    return plain_tool_messages(messages, chat.tool_format, tools)
+
+
 def _variables(
     chat: ChatPrompt, special: SpecialTokens, messages: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -83,8 +105,9 @@ def _variables(
 def _render(
     template: ChatTemplate, chat: ChatPrompt, special: SpecialTokens, timeout: float
 ) -> str:
-    messages = order_tool_results([dict(m) for m in chat.messages])
+    messages = order_tool_results(copy.deepcopy(chat.messages))
     tool_arguments_as_objects(messages)
+    messages = _for_template(template, chat, messages)
     if not chat.continue_final_message:
         prompt = template.render(_variables(chat, special, messages), timeout)
     else:

@@ -154,7 +154,9 @@ class ModelConfig(Section):
         None, description="Most reasoning tokens before the block is closed (None: no limit)."
     )
     tool_format: str | None = Field(
-        None, description="Tool-call format: hermes, llama3, mistral (default: from the template)."
+        None,
+        description="Tool-call format: hermes, llama3, mistral or mistral_args (default: read "
+        "from the chat template; hermes when it names none).",
     )
 
 

@@ -10,9 +10,12 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
 from common.chat import ChatPrompt, add_bos_for, render_prompt
+from common.chat_output import ChatOutput
+from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import (
     Completion,
+    JobRunner,
     build_request,
     check_limits,
     check_prompt_ids,
@@ -21,10 +24,14 @@ from common.generation import (
     seeded,
     unsupported_report,
 )
-from common.grammar import build_grammar
 from common.model import Lease
+from common.reasoning_budget import BudgetedRunner
 from common.sampling import resolve
+from common.tools.choice import ToolChoice
+from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
+from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
+from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
 from endpoints.OAI.inline import lease_for
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
@@ -37,7 +44,6 @@ from endpoints.OAI.types.chat import (
     ChatMessage,
     ChatStreamChoice,
     ImagePart,
-    ResponseMessage,
 )
 from endpoints.OAI.types.common import schema_of
 from endpoints.state import ServerState
@@ -67,26 +73,47 @@ def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
         )
 
 
-def _chat_prompt(body: ChatCompletionRequest, state: ServerState) -> ChatPrompt:
+def _chat_prompt(
+    body: ChatCompletionRequest,
+    state: ServerState,
+    tool_request: ToolChoice | None,
+    fmt: ToolFormat,
+) -> ChatPrompt:
     config = state.config.model
     variables = dict(config.template_vars_default)
-    for name in ("reasoning_effort", "enable_thinking"):
-        value = getattr(body, name)
+    effort, thinking = body.reasoning_effort, body.enable_thinking
+    if body.reasoning is not None:
+        effort = effort or body.reasoning.effort
+        thinking = thinking if thinking is not None else body.reasoning.enabled
+    for name, value in (("reasoning_effort", effort), ("enable_thinking", thinking)):
         if value is not None:
             variables[name] = value
     variables.update(body.template_vars)
     variables.update(config.template_vars_force)
+    # tool_choice "none": the model is not told about the tools
+    offered = tool_request is not None and tool_request.mode != "none"
     return ChatPrompt(
         messages=[_message_dict(m) for m in body.messages],
         add_generation_prompt=body.add_generation_prompt,
         continue_final_message=body.continue_final_message,
         response_prefix=body.response_prefix,
-        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
-        functions=[f.model_dump(exclude_none=True) for f in body.functions]
-        if body.functions
+        tools=[t.model_dump(exclude_none=True) for t in body.tools or []] if offered else None,
+        functions=[f.model_dump(exclude_none=True) for f in body.functions or []]
+        if offered
         else None,
         variables=variables,
+        tool_format=fmt,
     )
+
+
+def _budget_tokens(body: ChatCompletionRequest, state: ServerState) -> int | None:
+    for tokens in (
+        body.reasoning_budget_tokens,
+        body.reasoning.max_tokens if body.reasoning else None,
+    ):
+        if tokens is not None and tokens >= 0:
+            return tokens
+    return state.config.model.reasoning_budget_tokens
 
 
 class _Plan:
@@ -97,6 +124,9 @@ class _Plan:
         self.id = new_id("chatcmpl")
         self.created = now()
         self.prompt_tokens = 0
+        self.legacy = uses_legacy_functions(body)
+        self.output = OutputPlan(None, None, None)
+        self.runner: JobRunner = lease
 
     @property
     def logprobs(self) -> int | None:
@@ -116,21 +146,28 @@ async def _jobs(
         )
     params = resolve(body, state.overrides.preset)
     check_limits(params, engine, state.config.limits)
+    tool_request = tool_choice_of(body)
+    fmt = tool_format(state.config.model.tool_format, lease.template.source)
     prompt = await render_prompt(
         lease.template,
-        _chat_prompt(body, state),
+        _chat_prompt(body, state, tool_request, fmt),
         engine.special_tokens,
         state.config.limits.template_timeout,
     )
     ids = engine.encode(prompt, add_bos=add_bos_for(prompt, engine.special_tokens))
     check_prompt_ids(ids, engine, param="messages")
     plan.prompt_tokens = len(ids)
-    grammar = await asyncio.to_thread(
-        build_grammar,
+    plan.output = output_plan(prompt, state.config.model, tool_request, fmt)
+    constraints = Constraints(
         schema_of(body.response_format) or params.json_schema,
         params.regex_pattern,
         params.grammar_string,
     )
+    grammar, budget = await asyncio.to_thread(
+        generation_controls, plan.output, constraints, engine, _budget_tokens(body, state)
+    )
+    if budget is not None:
+        plan.runner = BudgetedRunner(lease, budget)
     return [
         build_request(
             engine,
@@ -146,20 +183,23 @@ async def _jobs(
 
 
 def _response(plan: _Plan, completions: list[Completion]) -> ChatCompletionResponse:
-    choices = [
-        ChatChoice(
-            index=index,
-            message=ResponseMessage(content=completion.text),
-            logprobs=(
-                ChatChoiceLogprobs(content=chat_logprobs(completion.logprobs))
-                if plan.logprobs is not None
-                else None
-            ),
-            finish_reason=completion.finish_reason,  # type: ignore[arg-type]
-            stop_reason=completion.stop_reason,
+    choices = []
+    for index, completion in enumerate(completions):
+        output = ChatOutput()
+        output.add(plan.output.parser().feed(completion.text, final=True))
+        logprobs = None
+        if plan.logprobs is not None:
+            logprobs = ChatChoiceLogprobs(content=chat_logprobs(completion.logprobs))
+        reason = finish_reason(completion.finish_reason, bool(output.tool_calls), plan.legacy)
+        choices.append(
+            ChatChoice(
+                index=index,
+                message=response_message(output, plan.legacy),
+                logprobs=logprobs,
+                finish_reason=reason,  # type: ignore[arg-type]
+                stop_reason=completion.stop_reason,
+            )
         )
-        for index, completion in enumerate(completions)
-    ]
     return ChatCompletionResponse(
         id=plan.id,
         created=plan.created,
@@ -187,6 +227,8 @@ async def _stream(
     body = plan.body
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     results = [Completion() for _ in jobs]
+    parsers = [plan.output.parser() for _ in jobs]
+    called = [False] * len(jobs)
     try:
         yield _chunk(
             plan,
@@ -195,22 +237,25 @@ async def _stream(
                 for i in range(len(jobs))
             ],
         )
-        async for index, chunk in merge_streams(lease, jobs):
+        async for index, chunk in merge_streams(plan.runner, jobs):
             results[index].add(chunk)
-            if not chunk.text and chunk.finish_reason is None:
-                continue
+            done = chunk.finish_reason is not None
+            output = parsers[index].feed(chunk.text, final=done)
+            called[index] = called[index] or bool(output.tool_calls)
             logprobs = None
-            if plan.logprobs is not None:
-                logprobs = ChatChoiceLogprobs(content=chat_logprobs(chunk.logprobs or []))
-            delta = ChatDelta(content=chunk.text) if chunk.text else ChatDelta()
+            if plan.logprobs is not None and chunk.logprobs:
+                logprobs = ChatChoiceLogprobs(content=chat_logprobs(chunk.logprobs))
+            if not (output or done or logprobs):
+                continue
+            reason = finish_reason(chunk.finish_reason, called[index], plan.legacy)
             yield _chunk(
                 plan,
                 [
                     ChatStreamChoice(
                         index=index,
-                        delta=delta,
+                        delta=chat_delta(output, plan.legacy),
                         logprobs=logprobs,
-                        finish_reason=chunk.finish_reason,  # type: ignore[arg-type]
+                        finish_reason=reason,  # type: ignore[arg-type]
                     )
                 ],
             )
@@ -246,7 +291,7 @@ async def create_chat_completion(
         )
     response.headers.update(headers)
     try:
-        completions = await cancel_on_disconnect(request, collect_all(lease, jobs))
+        completions = await cancel_on_disconnect(request, collect_all(plan.runner, jobs))
     finally:
         lease.release()
     return _response(plan, completions)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from common.chat import ChatPrompt, render_prompt
 from common.errors import BadRequestError
 from common.generation import check_prompt_ids
+from common.tools.formats import tool_format
 from endpoints.core.types import (
     TokenDecodeRequest,
     TokenDecodeResponse,
@@ -35,6 +36,7 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
                 messages=[m.model_dump(exclude_none=True) for m in body.text],
                 add_generation_prompt=False,
                 variables=dict(state.config.model.template_vars_default),
+                tool_format=tool_format(state.config.model.tool_format, lease.template.source),
             )
             text = await render_prompt(
                 lease.template, chat, engine.special_tokens, state.config.limits.template_timeout

@@ -78,6 +78,14 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+class ReasoningOptions(BaseModel):
+    """OpenRouter's ``reasoning`` object: the same as the flat fields it stands for."""
+
+    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    enabled: bool | None = None
+    max_tokens: int | None = Field(None, ge=0)
+
+
 class ChatCompletionRequest(SamplerRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = Field(None, description="Ignored unless inline model loading is on.")
@@ -102,6 +110,18 @@ class ChatCompletionRequest(SamplerRequest):
     response_format: ResponseFormat | None = None
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     enable_thinking: bool | None = None
+    reasoning_budget_tokens: int | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "reasoning_budget_tokens",
+            "reasoning_budget",
+            "thinking_budget",
+            "thinking_token_budget",
+        ),
+        description="Most reasoning tokens before the block is closed (absent or negative: "
+        "model.reasoning_budget_tokens).",
+    )
+    reasoning: ReasoningOptions | None = None
     user: str | None = None
 
 
@@ -125,18 +145,24 @@ class ResponseToolCall(BaseModel):
     function: FunctionCall
 
 
+ChatFinishReason = Literal["stop", "length", "tool_calls", "function_call"]
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[ResponseToolCall] | None = None
+    function_call: FunctionCall | None = Field(
+        None, description="The call, for requests that used the legacy functions field."
+    )
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
     logprobs: ChatChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    finish_reason: ChatFinishReason | None = None
     stop_reason: str | int | None = None
 
 
@@ -150,36 +176,41 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
-class DeltaFunctionCall(BaseModel):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class DeltaToolCall(BaseModel):
-    index: int
-    id: str | None = None
-    type: Literal["function"] | None = None
-    function: DeltaFunctionCall | None = None
-
-
-class ChatDelta(BaseModel):
-    """A stream delta: only the fields that changed are sent, as OpenAI does."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[DeltaToolCall] | None = None
+class _SetFieldsOnly(BaseModel):
+    """Stream pieces send only the fields they carry, as OpenAI does (SDKs merge by key)."""
 
     @model_serializer(mode="wrap")
     def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+class DeltaFunctionCall(_SetFieldsOnly):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(_SetFieldsOnly):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
+class ChatDelta(_SetFieldsOnly):
+    """A stream delta: only the fields that changed are sent."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+    function_call: DeltaFunctionCall | None = None
+
+
 class ChatStreamChoice(BaseModel):
     index: int
     delta: ChatDelta
     logprobs: ChatChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    finish_reason: ChatFinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):

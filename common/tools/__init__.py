@@ -1,0 +1,1 @@
+"""Tool calling: formats, streaming parsers, grammars and prompts for templates without tools."""

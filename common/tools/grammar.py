@@ -1,0 +1,216 @@
+"""Grammars for chat output: an optional reasoning block, then tool calls in the model's format.
+
+With ``tool_choice`` ``required`` or a named function the answer must be calls: the grammar
+holds the format's syntax with each function's parameters as an inline JSON schema
+(``%json``), so the arguments always parse and validate. With ``auto`` and ``strict``
+functions the model may write text, and a call is held to its schema once its tag is written.
+A model that reasons first gets its reasoning block in front of either (free text up to the
+end tag), so constraints apply to the answer and not to the thinking.
+
+Tags that are single special tokens (``[TOOL_CALLS]`` in Mistral's tokenizer) are written as
+token ids (``<[id]>``), since a special token is never produced by text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import Engine, GrammarSpec
+from common.grammar import JSON_OPTIONS, from_tool_grammar
+from common.tools.choice import FunctionSpec, ToolChoice
+from common.tools.formats import ToolFormat
+from common.tools.hermes import CLOSE as HERMES_CLOSE
+from common.tools.llama3 import PYTHON_TAG
+from common.tools.mistral import ARGS as MISTRAL_ARGS
+
+SpecialId = Callable[[str], int | None]
+JSON_CALL_OPTIONS = {**JSON_OPTIONS, "item_separator": ", ", "key_separator": ": "}
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def special_token_id(engine: Engine, text: str) -> int | None:
+    """The id of ``text`` when it is one special token of ``engine``'s tokenizer, else None."""
+    ids = engine.encode(text, add_bos=False, encode_special=True)
+    if len(ids) == 1 and not engine.decode(ids, decode_special=False):
+        return ids[0]
+    return None
+
+
+@dataclass(frozen=True)
+class ReasoningSyntax:
+    """A reasoning block in front of the answer; ``opened``: the prompt already opened it."""
+
+    start: str
+    end: str
+    opened: bool
+
+
+class _Lark:
+    """Collects the rules of one grammar."""
+
+    def __init__(self, special_id: SpecialId) -> None:
+        self._special_id = special_id
+        self._rules: list[str] = [
+            "TEXT: /(?s:.*)/",
+            "SPACE: /[ \\t\\r\\n]{0,4}/",
+        ]
+
+    def add(self, rule: str) -> None:
+        self._rules.append(rule)
+
+    def special(self, text: str) -> int | None:
+        return self._special_id(text)
+
+    def tag(self, text: str) -> str:
+        token = self._special_id(text)
+        return f"<[{token}]>" if token is not None else _literal(text)
+
+    def source(self, start: str) -> str:
+        return "\n".join([f"start: {start}", *self._rules])
+
+
+def _literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _schema(function: FunctionSpec, strict_only: bool) -> dict[str, Any]:
+    if strict_only and not function.strict:
+        return ANY_OBJECT
+    return function.parameters or ANY_OBJECT
+
+
+def _call_object(name: str, key: str, parameters: dict[str, Any]) -> str:
+    """``{"name": name, key: arguments}``; definitions the arguments refer to (``$defs``, as
+    pydantic writes them) move to the root, where ``#/$defs/...`` points."""
+    arguments = dict(parameters)
+    definitions = {k: arguments.pop(k) for k in ("$defs", "definitions") if k in arguments}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"const": name}, key: arguments},
+        "required": ["name", key],
+        "additionalProperties": False,
+        **definitions,
+    }
+    return _json(schema, JSON_CALL_OPTIONS)
+
+
+def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
+    return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
+
+
+def _reasoning(lark: _Lark, syntax: ReasoningSyntax) -> str:
+    """Rules for the reasoning block; returns what goes in front of the answer."""
+    end = lark.special(syntax.end)
+    if end is not None:
+        lark.add(f"think: TEXT <[{end}]>")
+    else:
+        lark.add(f"think[suffix={_literal(syntax.end)}]: TEXT")
+    if syntax.opened:
+        return "think SPACE "
+    return f"({lark.tag(syntax.start)} think SPACE)? "
+
+
+def _one_call(
+    lark: _Lark,
+    fmt: ToolFormat,
+    functions: Sequence[FunctionSpec],
+    strict_only: bool,
+    parallel: bool,
+) -> str:
+    """What follows the trigger tag: one call (for Mistral's list, one or more)."""
+    if fmt.name == "mistral_args":
+        lark.add(
+            "named_call: "
+            + " | ".join(
+                f"{_literal(f.name)} {lark.tag(MISTRAL_ARGS)} "
+                f"{_json(_schema(f, strict_only), JSON_CALL_OPTIONS)}"
+                for f in functions
+            )
+        )
+        return "named_call"
+    objects = [_call_object(f.name, fmt.arguments_key, _schema(f, strict_only)) for f in functions]
+    lark.add("call: " + " | ".join(objects))
+    if fmt.name == "hermes":
+        lark.add(f'hermes_call: "\\n" call "\\n" {lark.tag(HERMES_CLOSE)}')
+        return "hermes_call"
+    if fmt.name == "mistral":
+        return '"[" call (", " call)* "]"' if parallel else '"[" call "]"'
+    return "call"
+
+
+def _calls(
+    lark: _Lark,
+    fmt: ToolFormat,
+    functions: Sequence[FunctionSpec],
+    strict_only: bool,
+    parallel: bool,
+) -> str:
+    """Calls and nothing else: one, or with ``parallel`` one or more."""
+    call = _one_call(lark, fmt, functions, strict_only, parallel)
+    if fmt.trigger is None:
+        return call
+    trigger = lark.tag(fmt.trigger)
+    if parallel and fmt.repeats_trigger:
+        if fmt.name == "hermes":  # a new line may end the answer as well as start a call
+            return f'{trigger} {call} ("\\n" {trigger} {call})* "\\n"?'
+        return f"{trigger} {call} ({trigger} {call})*"
+    return f"{trigger} {call}"
+
+
+def _regex_literal(text: str) -> str:
+    return "".join("\\" + c if c in "\\.+*?()|[]{}^$/" else c for c in text)
+
+
+def _text_or_calls(lark: _Lark, fmt: ToolFormat, choice: ToolChoice) -> str:
+    """Any text, and calls held to their grammar once their tag is written."""
+    call = _one_call(lark, fmt, choice.functions, True, choice.parallel)
+    if fmt.trigger is None:  # bare JSON calls: an answer that starts with "{" is a call
+        python_tag = lark.tag(PYTHON_TAG)
+        exclude = "\\s*\\{(?s:.*)"
+        if python_tag.startswith('"'):
+            exclude += "|\\s*" + _regex_literal(PYTHON_TAG) + "(?s:.*)"
+        lark.add(f"PLAIN: /(?s:.*)/ & ~/{exclude}/")
+        return f"(PLAIN | {python_tag}? {call})"
+    trigger = lark.tag(fmt.trigger)
+    lazy = "[lazy]" if trigger.startswith('"') else ""
+    lark.add(f"before_call{lazy}: TEXT {trigger}")
+    if choice.parallel and fmt.repeats_trigger:
+        return f"(before_call {call})* TEXT"
+    return f"(TEXT | before_call {call})"
+
+
+def tool_call_grammar(
+    fmt: ToolFormat,
+    choice: ToolChoice,
+    special_id: SpecialId,
+    reasoning: ReasoningSyntax | None = None,
+    answer_schema: dict[str, Any] | None = None,
+) -> GrammarSpec:
+    """The grammar for a request whose ``choice`` is :attr:`ToolChoice.constrained`.
+
+    With ``answer_schema`` (a ``response_format``) and ``auto``, the answer is either calls
+    or JSON that follows that schema.
+    """
+    lark = _Lark(special_id)
+    prefix = _reasoning(lark, reasoning) if reasoning else ""
+    if choice.forced:
+        parallel = choice.parallel and choice.mode == "required"
+        body = _calls(lark, fmt, choice.callable_functions(), False, parallel)
+    elif answer_schema:
+        calls = _calls(lark, fmt, choice.functions, True, choice.parallel)
+        body = f"({_json(answer_schema, JSON_OPTIONS)} | {calls})"
+    else:
+        body = _text_or_calls(lark, fmt, choice)
+    return from_tool_grammar(lark.source(prefix + body))
+
+
+def answer_grammar(
+    json_schema: dict[str, Any], special_id: SpecialId, reasoning: ReasoningSyntax
+) -> GrammarSpec:
+    """A JSON answer after the reasoning block, so the schema does not bind the thinking."""
+    lark = _Lark(special_id)
+    prefix = _reasoning(lark, reasoning)
+    return from_tool_grammar(lark.source(prefix + _json(json_schema, JSON_OPTIONS)))
