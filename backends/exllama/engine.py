@@ -15,18 +15,23 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from loguru import logger
+
 from backends.base import (
+    DraftOptions,
     Engine,
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
     GenerationStats,
     LoadOptions,
+    LoadProgress,
     SpecialTokens,
 )
 from backends.exllama.driver import GeneratorDriver, JobHandle
+from backends.exllama.loading import Progress, import_engine_library, with_progress
 from backends.exllama.results import ResultReader
-from backends.exllama.sizing import job_room
+from backends.exllama.sizing import cache_mode, job_room
 from common.errors import UnavailableError, UnsupportedError
 
 
@@ -87,9 +92,15 @@ class ExLlamaEngine(Engine):
     """The shared part of the two ExLlama engines; subclasses fill in the library calls."""
 
     tokens_outlive_rewind = False
+    library: str = ""
+    extension: str = ""
+    build_minutes: float = 0.0
 
     def __init__(self, options: LoadOptions) -> None:
         super().__init__(options)
+        self._cache_mode = cache_mode(options.cache_mode)
+        if options.draft is not None and options.draft.mode == "model":
+            cache_mode(options.draft.cache_mode)
         self.tokenizer: Any = None
         self.driver: GeneratorDriver | None = None
         self.limits: Limits | None = None
@@ -114,9 +125,46 @@ class ExLlamaEngine(Engine):
     def free(self) -> None:
         """Release the model, caches and generator (worker thread stopped already)."""
 
-    @property
     @abc.abstractmethod
-    def cache_mode(self) -> str: ...
+    def read_model_files(self) -> None:
+        """Config, tokenizer and sizes: everything before the weights (runs in a thread)."""
+
+    @abc.abstractmethod
+    def _load_draft(self, progress: Progress) -> None:
+        """Load the draft model (runs in a thread, reporting to ``progress``)."""
+
+    @abc.abstractmethod
+    def _load_model(self, progress: Progress) -> None:
+        """Load the model and its cache (runs in a thread, reporting to ``progress``)."""
+
+    @abc.abstractmethod
+    def make_generator(self) -> Any:
+        """The library's dynamic generator over the loaded model (runs on the worker thread)."""
+
+    @abc.abstractmethod
+    def loaded_summary(self) -> str:
+        """One log line saying what was loaded and how it runs."""
+
+    @property
+    def cache_mode(self) -> str:
+        return self._cache_mode
+
+    @property
+    def draft(self) -> DraftOptions | None:
+        return self.options.draft
+
+    async def load(self) -> AsyncIterator[LoadProgress]:
+        async for event in import_engine_library(self.library, self.extension, self.build_minutes):
+            yield event
+        await asyncio.to_thread(self.read_model_files)
+        if self.draft is not None and self.draft.mode == "model":
+            async for event in with_progress("draft", self._load_draft):
+                yield event
+        async for event in with_progress("model", self._load_model):
+            yield event
+        self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
+        logger.info(self.loaded_summary())
+        yield LoadProgress("model", 1, 1, "finished")
 
     @property
     def draft_name(self) -> str | None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from backends.base import DraftOptions, GenerationRequest, LoadOptions, LoadProgress
-from backends.exllama.driver import GeneratorDriver
+from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits
-from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.loading import Progress
 from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
@@ -55,13 +53,13 @@ def reserve_bytes(reserve_mb: tuple[float, ...]) -> list[int]:
 
 class ExLlamaV2Engine(ExLlamaEngine):
     backend = "exllamav2"
+    library = "exllamav2"
+    extension = "exllamav2_ext"
+    build_minutes = BUILD_MINUTES
     tokens_outlive_rewind = True
 
     def __init__(self, options: LoadOptions) -> None:
         super().__init__(options)
-        self._cache_mode = cache_mode(options.cache_mode)
-        if options.draft is not None and options.draft.mode == "model":
-            cache_mode(options.draft.cache_mode)
         self.config: Any = None
         self.model: Any = None
         self.cache: Any = None
@@ -71,28 +69,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
         self.paged = False
         self._ll_tokenizer: Any = None
 
-    @property
-    def cache_mode(self) -> str:
-        return self._cache_mode
-
-    @property
-    def draft(self) -> DraftOptions | None:
-        return self.options.draft
-
     # ----- loading ----------------------------------------------------------------------------
-
-    async def load(self) -> AsyncIterator[LoadProgress]:
-        async for event in import_engine_library("exllamav2", "exllamav2_ext", BUILD_MINUTES):
-            yield event
-        await asyncio.to_thread(self.read_model_files)
-        if self.draft is not None and self.draft.mode == "model":
-            async for event in with_progress("draft", self._load_draft):
-                yield event
-        async for event in with_progress("model", self._load_model):
-            yield event
-        self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
-        self._log_loaded()
-        yield LoadProgress("model", 1, 1, "finished")
 
     def read_model_files(self) -> None:
         """Config, tokenizer and sizes: everything before the weights (pure Python)."""
@@ -226,7 +203,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
             generator.set_loras([lora for *_, lora in self.loras])
         return generator
 
-    def _log_loaded(self) -> None:
+    def loaded_summary(self) -> str:
         limits = self.limits
         assert limits is not None
         mode = (
@@ -235,7 +212,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
             else "unpaged (no flash-attn >= 2.5.7): one job at a time, torch SDPA off"
         )
         draft = f", drafting {limits.draft_tokens} tokens ({self.draft_name})" if self.draft else ""
-        logger.info(
+        return (
             f"{self.options.name} loaded with ExLlamaV2: context {limits.max_seq_len}, cache "
             f"{limits.cache_tokens} tokens ({self._cache_mode}), {mode}{draft}"
         )

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from backends.base import DraftOptions, GenerationRequest, LoadOptions, LoadProgress, SpecialTokens
-from backends.exllama.driver import GeneratorDriver
+from backends.base import GenerationRequest, LoadOptions, SpecialTokens
 from backends.exllama.engine import ExLlamaEngine, Limits, bos_by_default, unique_ids
-from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.loading import Progress
 from backends.exllama.sampling import dry_breaker_ids, token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
@@ -54,44 +52,28 @@ def placement(options: LoadOptions, gpu_split: tuple[float, ...], autosplit: boo
 
 class ExLlamaV3Engine(ExLlamaEngine):
     backend = "exllamav3"
+    library = "exllamav3"
+    extension = "exllamav3_ext"
+    build_minutes = BUILD_MINUTES
 
     def __init__(self, options: LoadOptions) -> None:
         super().__init__(options)
-        self._cache_mode = cache_mode(options.cache_mode)
         self.config: Any = None
         self.model: Any = None
         self.cache: Any = None
         self.draft_model: Any = None
         self.draft_cache: Any = None
 
-    @property
-    def cache_mode(self) -> str:
-        return self._cache_mode
-
-    @property
-    def draft(self) -> DraftOptions | None:
-        return self.options.draft
-
     # ----- loading ----------------------------------------------------------------------------
 
-    async def load(self) -> AsyncIterator[LoadProgress]:
-        async for event in import_engine_library("exllamav3", "exllamav3_ext", BUILD_MINUTES):
-            yield event
-        await asyncio.to_thread(self.read_model_files)
-        if self.draft is not None and self.draft.mode == "model":
-            async for event in with_progress("draft", self._load_draft):
-                yield event
-        async for event in with_progress("model", self._load_model):
-            yield event
-        self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
+    def loaded_summary(self) -> str:
         limits = self.limits
         assert limits is not None
-        logger.info(
+        return (
             f"{self.options.name} loaded with ExLlamaV3: context {limits.max_seq_len}, cache "
             f"{limits.cache_tokens} tokens ({self._cache_mode}), up to {limits.max_batch_size} "
             f"jobs at once" + (f", drafting ({self.draft_name})" if self.draft else "")
         )
-        yield LoadProgress("model", 1, 1, "finished")
 
     def read_model_files(self) -> None:
         from exllamav3 import Config, Tokenizer
