@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from common.errors import UnavailableError, UnsupportedError
 from common.sampling import SamplingParams
 
 FinishReason = Literal["stop", "length"]
@@ -160,6 +161,8 @@ class Engine(abc.ABC):
 
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
+        self._special: SpecialTokens | None = None
+        self._vocab_size = 0
 
     @abc.abstractmethod
     def load(self) -> AsyncIterator[LoadProgress]:
@@ -183,12 +186,24 @@ class Engine(abc.ABC):
         """The text of one token as it appears inside a longer text."""
 
     @property
-    @abc.abstractmethod
-    def special_tokens(self) -> SpecialTokens: ...
+    def special_tokens(self) -> SpecialTokens:
+        """Set by the engine's load (``_special``); 503 before it."""
+        if self._special is None:
+            raise UnavailableError("The model is not loaded.")
+        return self._special
 
     @property
-    @abc.abstractmethod
-    def vocab_size(self) -> int: ...
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def with_bos(self, ids: list[int], add_bos: bool | None) -> list[int]:
+        """``ids`` with BOS first when asked (None: the tokenizer's own default), never twice."""
+        special = self.special_tokens
+        if add_bos is None:
+            add_bos = special.add_bos_default
+        if add_bos and special.bos_id is not None and (not ids or ids[0] != special.bos_id):
+            return [special.bos_id, *ids]
+        return ids
 
     @abc.abstractmethod
     def info(self) -> EngineInfo: ...
@@ -217,13 +232,9 @@ class Engine(abc.ABC):
         """Use ``loras`` (folder, name, scaling) in place of the LoRAs in use:
         ``{"success": [names], "failure": [names]}``. Called only while no job runs;
         engines that can do it list ``"loras"`` in ``info().capabilities``."""
-        from common.errors import UnsupportedError
-
         raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
 
     async def unload_loras(self) -> None:
-        from common.errors import UnsupportedError
-
         raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
 
     def extra_info(self) -> dict[str, Any]:

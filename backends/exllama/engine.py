@@ -106,8 +106,6 @@ class ExLlamaEngine(Engine):
         self.limits: Limits | None = None
         self.rope_alpha = 1.0
         self.loras: list[tuple[str, float, Any]] = []
-        self._special: SpecialTokens | None = None
-        self._vocab_size = 0
         self._pieces: list[str] = []
         self._plain_tokenizer: Any = None
 
@@ -207,12 +205,7 @@ class ExLlamaEngine(Engine):
             ids = [int(i) for i in encoded.reshape(-1).tolist()]
         else:  # ExLlamaV2 matches special tokens even when told not to
             ids = self._plain_tokenizer.encode(text, add_special_tokens=False).ids
-        special = self.special_tokens
-        if add_bos is None:
-            add_bos = special.add_bos_default
-        if add_bos and special.bos_id is not None and (not ids or ids[0] != special.bos_id):
-            ids = [special.bos_id, *ids]
-        return ids
+        return self.with_bos(ids, add_bos)
 
     def decode(self, ids: list[int], decode_special: bool = True) -> str:
         if not ids:
@@ -227,16 +220,6 @@ class ExLlamaEngine(Engine):
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per load, freed with it
     def token_piece(self, token_id: int) -> str:
         return self._pieces[token_id] if 0 <= token_id < len(self._pieces) else ""
-
-    @property
-    def special_tokens(self) -> SpecialTokens:
-        if self._special is None:
-            raise UnavailableError("The model is not loaded.")
-        return self._special
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
 
     def info(self) -> EngineInfo:
         limits = self.limits or Limits(0, 0, 0, self.options.chunk_size)

@@ -82,9 +82,7 @@ class TransformersEngine(Engine):
         self.tokenizer: Any = None
         self.model: Any = None
         self.scheduler: BatchScheduler | None = None
-        self._special: SpecialTokens | None = None
         self._max_seq_len = 0
-        self._vocab_size = 0
         self._ll_tokenizer: Any = None
         self._peft: Any = None
         self._loras: tuple[tuple[str, float], ...] = ()
@@ -297,12 +295,7 @@ class TransformersEngine(Engine):
         ids = self.tokenizer.encode(
             text, add_special_tokens=False, split_special_tokens=not encode_special
         )
-        special = self.special_tokens
-        if add_bos is None:
-            add_bos = special.add_bos_default
-        if add_bos and special.bos_id is not None and (not ids or ids[0] != special.bos_id):
-            ids = [special.bos_id, *ids]
-        return ids
+        return self.with_bos(ids, add_bos)
 
     def decode(self, ids: list[int], decode_special: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=not decode_special)
@@ -310,16 +303,6 @@ class TransformersEngine(Engine):
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per load, freed with it
     def token_piece(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
-
-    @property
-    def special_tokens(self) -> SpecialTokens:
-        if self._special is None:
-            raise UnavailableError("The model is not loaded.")
-        return self._special
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
 
     def info(self) -> EngineInfo:
         return EngineInfo(
