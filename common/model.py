@@ -439,6 +439,7 @@ class Lease:
         self.name = name
         self.path = path
         self.template = container.template
+        self.completion_tokens = 0
         self._released = False
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
@@ -449,6 +450,7 @@ class Lease:
                 if chunk.stats is not None:
                     finished = True
                     metrics.job_finished(chunk.stats)
+                    self.completion_tokens += chunk.stats.completion_tokens
                 yield chunk
         finally:
             if not finished:

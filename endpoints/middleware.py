@@ -100,7 +100,11 @@ class RequestContextMiddleware:
         route = scope.get("route")
         self.metrics.request_done(getattr(route, "path", "unmatched"), status, seconds)
         elapsed = seconds * 1000
-        extra = scope.get("state", {}).get("log_extra", "")
+        state = scope.get("state", {})
+        extra = state.get("log_extra", "")
+        lease = state.get("lease")  # a generation: how many tokens it made
+        if lease is not None:
+            extra += f" completion={lease.completion_tokens}"
         line = f"{request_id[:8]} {scope['method']} {scope['path']} {status} {elapsed:.0f} ms"
         if extra:
             line += f" {extra}"

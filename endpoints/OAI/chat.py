@@ -19,10 +19,8 @@ from common.generation import (
     build_request,
     check_limits,
     check_prompt_ids,
-    collect_all,
     merge_streams,
     seeded,
-    unsupported_report,
 )
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
@@ -32,6 +30,7 @@ from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
+from endpoints.OAI.delivery import deliver
 from endpoints.OAI.inline import lease_for
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
@@ -47,7 +46,6 @@ from endpoints.OAI.types.chat import (
 )
 from endpoints.OAI.types.common import schema_of
 from endpoints.state import ServerState
-from endpoints.streaming import cancel_on_disconnect, sse_response
 
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
@@ -284,14 +282,14 @@ async def create_chat_completion(
         lease.release()
         raise
     request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
-    if body.stream and not state.config.developer.disable_request_streaming:
-        return sse_response(
-            _stream(plan, jobs, lease), state.config.network.sse_ping_interval, headers=headers
-        )
-    response.headers.update(headers)
-    try:
-        completions = await cancel_on_disconnect(request, collect_all(plan.runner, jobs))
-    finally:
-        lease.release()
-    return _response(plan, completions)
+    return await deliver(
+        request,
+        response,
+        state,
+        lease,
+        jobs,
+        stream=body.stream,
+        streamed=lambda: _stream(plan, jobs, lease),
+        answered=lambda completions: _response(plan, completions),
+        runner=plan.runner,
+    )

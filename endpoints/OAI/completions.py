@@ -15,15 +15,14 @@ from common.generation import (
     build_request,
     check_limits,
     check_prompt_ids,
-    collect_all,
     merge_streams,
     seeded,
-    unsupported_report,
 )
 from common.grammar import build_grammar
 from common.model import Lease
 from common.sampling import SamplingParams, resolve
 from endpoints.dependencies import get_state, require_api
+from endpoints.OAI.delivery import deliver
 from endpoints.OAI.inline import lease_for
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
@@ -33,7 +32,6 @@ from endpoints.OAI.types.completion import (
     CompletionResponse,
 )
 from endpoints.state import ServerState
-from endpoints.streaming import cancel_on_disconnect, sse_response
 
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
@@ -212,19 +210,13 @@ async def create_completion(body: CompletionRequest, request: Request, response:
         lease.release()
         raise
     request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
-    stream = body.stream and not state.config.developer.disable_request_streaming
-    if stream:
-        return sse_response(
-            _stream(plan, jobs, lease), state.config.network.sse_ping_interval, headers=headers
-        )
-    response.headers.update(headers)
-    try:
-        completions = await cancel_on_disconnect(request, collect_all(lease, jobs))
-    finally:
-        lease.release()
-    response = _response(plan, completions)
-    request.state.log_extra += (
-        f" completion={response.usage.completion_tokens if response.usage else 0}"
+    return await deliver(
+        request,
+        response,
+        state,
+        lease,
+        jobs,
+        stream=body.stream,
+        streamed=lambda: _stream(plan, jobs, lease),
+        answered=lambda completions: _response(plan, completions),
     )
-    return response
