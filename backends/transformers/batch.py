@@ -360,37 +360,32 @@ class BatchScheduler:
     def _tail(self, sequence: Sequence) -> str:
         return sequence.gate.flush() + sequence.decoder.flush()
 
-    def _release(self, sequence: Sequence, text: str) -> None:
-        records = sequence.held_records
-        sequence.held_records = []
-        if not text and not records:
-            return
+    def _held_chunk(self, sequence: Sequence, text: str) -> GenerationChunk:
+        """A chunk with ``text`` and every token held back so far (their logprobs, if asked)."""
+        records, sequence.held_records = sequence.held_records, []
+        prompt_logprobs, sequence.prompt_logprobs = sequence.prompt_logprobs, None
         logprobs = None
         if sequence.request.logprobs is not None:
             logprobs = [record for _, record in records if record is not None]
-        sequence.emit(
-            GenerationChunk(
-                text=text,
-                token_ids=[token for token, _ in records],
-                logprobs=logprobs,
-                prompt_logprobs=self._take_prompt_logprobs(sequence),
-            )
+        return GenerationChunk(
+            text=text,
+            token_ids=[token for token, _ in records],
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
         )
 
-    def _take_prompt_logprobs(self, sequence: Sequence) -> list[TokenLogprob | None] | None:
-        taken, sequence.prompt_logprobs = sequence.prompt_logprobs, None
-        return taken
+    def _release(self, sequence: Sequence, text: str) -> None:
+        if text or sequence.held_records:
+            sequence.emit(self._held_chunk(sequence, text))
 
     def _finish(
         self, sequence: Sequence, reason: str, stop_reason: str | int | None, text: str = ""
     ) -> bool:
         now = time.perf_counter()
-        records = sequence.held_records
-        sequence.held_records = []
-        logprobs = None
-        if sequence.request.logprobs is not None:
-            logprobs = [record for _, record in records if record is not None]
-        stats = GenerationStats(
+        chunk = self._held_chunk(sequence, text)
+        chunk.finish_reason = "length" if reason == "length" else "stop"
+        chunk.stop_reason = stop_reason
+        chunk.stats = GenerationStats(
             prompt_tokens=len(sequence.request.prompt_ids),
             completion_tokens=sequence.generated,
             queue_time=sequence.prefill_started - sequence.submitted_at,
@@ -398,17 +393,7 @@ class BatchScheduler:
             generate_time=now - sequence.first_token_at,
         )
         sequence.finished = True
-        sequence.emit(
-            GenerationChunk(
-                text=text,
-                token_ids=[token for token, _ in records],
-                logprobs=logprobs,
-                prompt_logprobs=self._take_prompt_logprobs(sequence),
-                finish_reason="length" if reason == "length" else "stop",
-                stop_reason=stop_reason,
-                stats=stats,
-            )
-        )
+        sequence.emit(chunk)
         return True
 
 
