@@ -13,23 +13,10 @@ CLOSE = "</tool_call>"
 
 
 class HermesParser(ToolCallParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self._state = "text"
-
     def _step(self) -> bool:
-        if self._state == "text":
-            if not self._content_until(OPEN):
-                return False
-            self._begin_json_call(prefix=OPEN)
-            self._state = "call"
-            return True
-        if self._state == "call":
-            result = self._read_json_call()
-            if result == "more":
-                return False
-            self._state = "close" if result == "done" else "text"
-            return True
+        shared = self._tagged_json_call(OPEN, after_call="close")
+        if shared is not None:
+            return shared
         # close: the end tag, which a model may also leave out (or be cut off in)
         self._skip_space()
         if not self._buffer and not self._final:

@@ -18,18 +18,9 @@ class Llama3Parser(ToolCallParser):
         self._state = "start"
 
     def _step(self) -> bool:
-        if self._state == "text":
-            if not self._content_until(PYTHON_TAG):
-                return False
-            self._begin_json_call(prefix=PYTHON_TAG)
-            self._state = "call"
-            return True
-        if self._state == "call":
-            result = self._read_json_call()
-            if result == "more":
-                return False
-            self._state = "between" if result == "done" else "text"
-            return True
+        shared = self._tagged_json_call(PYTHON_TAG, after_call="between")
+        if shared is not None:
+            return shared
         return self._call_or_text()
 
     def _call_or_text(self) -> bool:

@@ -41,6 +41,7 @@ class ToolCallParser(abc.ABC):
         self._scanner_prefix = ""
         self._require_arguments = False
         self._call_index: int | None = None
+        self._state = "text"  # where the format's state machine is
 
     def feed(self, text: str) -> list[ParserEvent]:
         self._buffer += text
@@ -132,6 +133,23 @@ class ToolCallParser(abc.ABC):
         if self._require_arguments:
             return scanner.saw_arguments
         return True
+
+    def _tagged_json_call(self, tag: str, after_call: str) -> bool | None:
+        """The two states formats share: ``text`` (content until ``tag``, which opens a JSON
+        call) and ``call`` (reading it, then ``after_call``). None in any other state."""
+        if self._state == "text":
+            if not self._content_until(tag):
+                return False
+            self._begin_json_call(prefix=tag)
+            self._state = "call"
+            return True
+        if self._state == "call":
+            result = self._read_json_call()
+            if result == "more":
+                return False
+            self._state = after_call if result == "done" else "text"
+            return True
+        return None
 
     def _read_json_call(self) -> str:
         """Feed the buffer to the call being read: ``done``, ``failed`` or ``more``."""
