@@ -16,6 +16,7 @@ from common.progress import shown_in_console
 from endpoints.console import mount_console
 from endpoints.core import embeddings, health, loras, metrics, models, sampling, templates, tokens
 from endpoints.errors import install_error_handlers
+from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
 from endpoints.OAI import chat, completions
 from endpoints.OAI import embeddings as oai_embeddings
@@ -95,6 +96,8 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
         app.include_router(completions.router)
         app.include_router(chat.router)
         app.include_router(oai_embeddings.router)
+    if "Kobold" in config.network.api_servers:
+        kobold.mount(app)
     if config.network.web_console:
         mount_console(app)  # after the API routes, so it never answers one of their paths
     if config.network.cors_origins:

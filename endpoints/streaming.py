@@ -22,6 +22,7 @@ from common.errors import ServalError
 
 T = TypeVar("T")
 DONE = "[DONE]"
+SEP = "\n"  # lines end in LF, as OpenAI and KoboldCpp send them (Kobold Lite parses only LF)
 
 
 def _dump(payload: Any) -> str:
@@ -50,16 +51,16 @@ async def _events(
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for payload in payloads:
-            yield ServerSentEvent(data=_dump(payload), event=event)
+            yield ServerSentEvent(data=_dump(payload), event=event, sep=SEP)
     except (ServalError, Exception) as exc:
         if not isinstance(exc, ServalError):
             logger.opt(exception=exc).error("stream failed")
-        yield ServerSentEvent(data=_dump(error_payload(exc)), event=event)
+        yield ServerSentEvent(data=_dump(error_payload(exc)), event=event, sep=SEP)
         return
     finally:
         await payloads.aclose()  # type: ignore[attr-defined]
     if done:
-        yield ServerSentEvent(data=DONE, event=event)
+        yield ServerSentEvent(data=DONE, event=event, sep=SEP)
 
 
 def sse_response(
@@ -74,7 +75,7 @@ def sse_response(
     return EventSourceResponse(
         _events(payloads, event, done),
         ping=ping_interval if ping_interval > 0 else 10**9,
-        sep="\n",
+        sep=SEP,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
     )
 

@@ -1,0 +1,138 @@
+"""From a Kobold request to engine jobs.
+
+Kobold's own settings are turned into the shared sampler settings, the prompt (after the
+optional ``memory``) is cut from the left to fit ``max_context_length`` as KoboldCpp does, and
+the jobs are built by ``common/generation.py`` like every other API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
+
+from backends.base import Engine, GenerationRequest
+from common.errors import BadRequestError
+from common.generation import (
+    build_request,
+    check_limits,
+    check_prompt_ids,
+    merge_streams,
+    seeded,
+    unsupported_report,
+)
+from common.grammar import build_grammar
+from common.sampling import SamplingParams, resolve
+from endpoints.Kobold.jobs import Update
+from endpoints.Kobold.types.generation import DEFAULT_MAX_LENGTH, GenerateRequest
+from endpoints.state import ServerState
+
+
+def generation_budget(
+    max_context_length: int | None, max_seq_len: int, max_length: int
+) -> tuple[int, int]:
+    """(prompt tokens allowed, tokens to generate), as KoboldCpp computes them.
+
+    The context is the request's ``max_context_length``, at most the model's. A ``max_length``
+    that would leave fewer than 16 prompt tokens (fewer for a tiny context) is shortened.
+    """
+    context = min(max_context_length or max_seq_len, max_seq_len)
+    reserve = max(min(context - 4, 16), 1)
+    length = max(min(max_length, context - reserve), 1)
+    return context - length, length
+
+
+def keep_tail(ids: Sequence[int], budget: int, bos_id: int | None) -> list[int]:
+    """The last ``budget`` tokens of ``ids``; a leading BOS stays in front."""
+    if len(ids) <= budget:
+        return list(ids)
+    if bos_id is not None and ids[0] == bos_id:
+        return [bos_id, *ids[len(ids) - budget + 1 :]] if budget > 1 else [bos_id]
+    return list(ids[len(ids) - budget :])
+
+
+def fit_prompt(
+    memory_ids: Sequence[int], prompt_ids: Sequence[int], budget: int, bos_id: int | None
+) -> list[int]:
+    """Memory, then as much of the end of the prompt as fits in ``budget`` tokens."""
+    if not memory_ids:
+        return keep_tail(prompt_ids, budget, bos_id)
+    if bos_id is not None and prompt_ids[:1] == [bos_id]:
+        prompt_ids = prompt_ids[1:]
+    memory = keep_tail(memory_ids, budget, bos_id)
+    room = budget - len(memory)
+    return memory + list(prompt_ids[max(len(prompt_ids) - room, 0) :]) if room > 0 else memory
+
+
+def kobold_params(body: GenerateRequest, params: SamplingParams) -> SamplingParams:
+    """Kobold's settings that have no shared field: sampler order and dynamic temperature range."""
+    order = body.sampler_names()
+    if order is not None:
+        params = replace(params, sampler_order=order)
+    spread = body.dynatemp_range
+    if spread and not params.dynamic_temperature:
+        base = params.temperature
+        params = replace(params, min_temp=max(base - spread, 0.0), max_temp=base + spread)
+    return params
+
+
+class KoboldPlan:
+    """The prompt, settings and jobs of one Kobold generation request."""
+
+    def __init__(self, body: GenerateRequest, engine: Engine, state: ServerState, stream: bool):
+        limits = state.config.limits
+        if body.n > limits.max_n:
+            raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
+        if stream and body.n > 1:
+            raise BadRequestError("A stream carries one text: n must be 1.", param="n")
+        params = kobold_params(body, resolve(body, state.overrides.preset))
+        check_limits(params, engine, limits)
+        budget, length = generation_budget(
+            body.max_context_length,
+            engine.info().max_seq_len,
+            params.max_tokens or DEFAULT_MAX_LENGTH,
+        )
+        self.params = replace(params, max_tokens=length)
+        self.prompt_ids = self._prompt(body, engine, budget)
+        self.body = body
+        self.engine = engine
+        self.state = state
+
+    def _prompt(self, body: GenerateRequest, engine: Engine, budget: int) -> list[int]:
+        add_bos = self.params.add_bos_token
+        memory = engine.encode(body.memory, add_bos=add_bos) if body.memory else []
+        prompt = engine.encode(body.prompt, add_bos=False if memory else add_bos)
+        ids = fit_prompt(memory, prompt, budget, engine.special_tokens.bos_id)
+        check_prompt_ids(ids, engine)
+        return ids
+
+    def unsupported(self, request_id: str) -> dict[str, str]:
+        """Settings the engine cannot apply: logged, and a response header naming them."""
+        return unsupported_report(self.engine, self.params, request_id)
+
+    async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        params = self.params
+        grammar = await asyncio.to_thread(
+            build_grammar, params.json_schema, params.regex_pattern, params.grammar_string
+        )
+        return [
+            build_request(
+                self.engine,
+                f"{request_id}-{index}",
+                self.prompt_ids,
+                seeded(params, index),
+                self.state.config.limits,
+                grammar=grammar,
+            )
+            for index in range(self.body.n)
+        ]
+
+    async def chunks(self, jobs: list[GenerationRequest]) -> AsyncGenerator[Update]:
+        """The jobs' chunks; without ``trim_stop`` the stop sequence that ended a text stays."""
+        keep_stop = not self.body.trim_stop
+        async with contextlib.aclosing(merge_streams(self.engine, jobs)) as merged:
+            async for index, chunk in merged:
+                if keep_stop and isinstance(chunk.stop_reason, str):
+                    chunk = replace(chunk, text=chunk.text + chunk.stop_reason)
+                yield index, chunk

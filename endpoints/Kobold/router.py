@@ -1,0 +1,256 @@
+"""The KoboldAI / KoboldCpp API under ``/api``: generation, genkeys, tokens and server info.
+
+The ``/api/v1/...`` routes are KoboldAI United's (also served as ``/api/latest/...``), the
+``/api/extra/...`` ones KoboldCpp's. Every route needs an api key; those that use the model answer
+503 while none is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from loguru import logger
+
+from common.errors import ServalError, UnsupportedError
+from common.generation import Completion
+from common.model import Lease
+from endpoints.dependencies import caller_key, get_state, require_api
+from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
+from endpoints.Kobold.plan import KoboldPlan
+from endpoints.Kobold.types.common import (
+    ResultResponse,
+    SoftPrompt,
+    SoftPromptList,
+    TokenCountRequest,
+    TokenCountResponse,
+    ValueResponse,
+    VersionResponse,
+)
+from endpoints.Kobold.types.generation import (
+    DEFAULT_MAX_LENGTH,
+    AbortResponse,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationResult,
+    GenkeyRequest,
+    StreamEvent,
+)
+from endpoints.state import ServerState
+from endpoints.streaming import cancel_on_disconnect, error_payload, sse_response
+
+KOBOLD_AI_VERSION = "1.2.5"  # KoboldAI United API level: clients send stop sequences from 1.2.2
+KOBOLDCPP_VERSION = "1.74"  # the KoboldCpp features Kobold Lite may use (SSE, genkeys, DRY, XTC)
+
+united = APIRouter(tags=["Kobold"], dependencies=[Depends(require_api)])
+extra = APIRouter(tags=["Kobold"], dependencies=[Depends(require_api)])
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the Kobold API on ``app``: ``/api/v1``, its ``/api/latest`` alias, ``/api/extra``."""
+    app.state.kobold_jobs = JobRegistry()
+    app.include_router(united, prefix="/api/v1")
+    app.include_router(united, prefix="/api/latest", include_in_schema=False)
+    app.include_router(extra, prefix="/api/extra")
+
+
+def _jobs(request: Request) -> JobRegistry:
+    return request.app.state.kobold_jobs
+
+
+def _owner(request: Request) -> str:
+    return owner_of(caller_key(request))
+
+
+async def _start(
+    body: GenerateRequest, request: Request, stream: bool
+) -> tuple[KoboldJob, KoboldPlan]:
+    """Plan the request and start its job; the job holds the model until it ends."""
+    state: ServerState = get_state(request)
+    request_id: str = request.state.request_id
+    lease: Lease = await state.container.acquire()
+    try:
+        plan = KoboldPlan(body, lease.engine, state, stream)
+        jobs = await plan.jobs(request_id)
+        job = _jobs(request).open(_owner(request), body.genkey or request_id, body.n, stream)
+    except BaseException:
+        lease.release()
+        raise
+    job.start(plan.chunks(jobs), on_end=lease.release)
+    request.state.log_extra = f"prompt={len(plan.prompt_ids)}"
+    return job, plan
+
+
+def _result(completion: Completion, prompt_tokens: int, aborted: bool) -> GenerationResult:
+    reason = completion.finish_reason or ("abort" if aborted else None)
+    return GenerationResult(
+        text=completion.text,
+        finish_reason=reason,  # type: ignore[arg-type]
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(completion.token_ids),
+    )
+
+
+@united.post("/generate", response_model=GenerateResponse, summary="Generate text (blocking)")
+async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
+    """The whole text at once; another request can read it so far (``/api/extra/generate/check``)
+    or stop it (``/api/extra/abort``) by its ``genkey``. An aborted text is returned as it was."""
+    job, plan = await _start(body, request, stream=False)
+    response.headers.update(plan.unsupported(request.state.request_id))
+    try:
+        await cancel_on_disconnect(request, job.wait())
+    finally:
+        job.cancel()
+    if job.error is not None:
+        raise job.error
+    results = [_result(c, len(plan.prompt_ids), job.aborted) for c in job.completions]
+    completion_tokens = sum(result.completion_tokens or 0 for result in results)
+    request.state.log_extra += f" completion={completion_tokens}"
+    return GenerateResponse(results=results)
+
+
+async def _stream_events(job: KoboldJob) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for _, chunk in job.updates():
+            if chunk.text or chunk.finish_reason is not None:
+                yield StreamEvent(token=chunk.text, finish_reason=chunk.finish_reason).model_dump()
+        if job.error is not None:
+            if not isinstance(job.error, ServalError):
+                logger.opt(exception=job.error).error("Kobold stream failed")
+            yield {"token": "", "finish_reason": "error", **error_payload(job.error)}
+        elif job.aborted:
+            yield StreamEvent(token="", finish_reason="abort").model_dump()
+    finally:
+        job.cancel()
+
+
+@extra.post(
+    "/generate/stream",
+    summary="Generate text as server-sent events",
+    responses={200: {"content": {"text/event-stream": {}}, "model": StreamEvent}},
+)
+async def generate_stream(body: GenerateRequest, request: Request) -> Any:
+    """``event: message`` events with ``data: {"token": ..., "finish_reason": ...}``; the last one
+    has a finish_reason. An error after the stream started comes as one event with ``"token": ""``,
+    ``"finish_reason": "error"`` and the OpenAI ``error`` object."""
+    state = get_state(request)
+    job, plan = await _start(body, request, stream=True)
+    return sse_response(
+        _stream_events(job),
+        state.config.network.sse_ping_interval,
+        event="message",
+        done=False,
+        headers=plan.unsupported(request.state.request_id),
+    )
+
+
+def _check(request: Request, genkey: str | None) -> GenerateResponse:
+    jobs = _jobs(request).find(_owner(request), genkey)
+    if not jobs:
+        return GenerateResponse(results=[GenerationResult(text="")])
+    job = jobs[-1]
+    return GenerateResponse(results=[GenerationResult(text=c.text) for c in job.completions])
+
+
+@extra.get(
+    "/generate/check",
+    response_model=GenerateResponse,
+    response_model_exclude_none=True,
+    summary="Text so far",
+)
+async def check_get(request: Request, genkey: str | None = None) -> GenerateResponse:
+    """The text so far of the caller's generation ``genkey`` (default: the latest one); empty
+    when there is none, or when it belongs to another key."""
+    return _check(request, genkey)
+
+
+@extra.post(
+    "/generate/check",
+    response_model=GenerateResponse,
+    response_model_exclude_none=True,
+    summary="Text so far",
+)
+async def check_post(request: Request, body: GenkeyRequest | None = None) -> GenerateResponse:
+    """As the GET form, with ``{"genkey": ...}`` in the body."""
+    return _check(request, body.genkey if body else None)
+
+
+@extra.post("/abort", response_model=AbortResponse, summary="Stop a generation")
+async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortResponse:
+    """Stop the caller's generation ``genkey`` (default: all the caller's running ones) and its
+    engine job. ``success`` says whether one was running; another key's genkey is never found."""
+    jobs = _jobs(request).find(_owner(request), body.genkey if body else None)
+    stopped = [job for job in jobs if await job.abort()]
+    return AbortResponse(success=bool(stopped), done=True)
+
+
+@extra.post("/tokencount", response_model=TokenCountResponse, summary="Count tokens")
+async def token_count(body: TokenCountRequest, request: Request) -> TokenCountResponse:
+    async with get_state(request).container.use() as lease:
+        ids = lease.engine.encode(body.prompt, add_bos=None if body.special else False)
+    return TokenCountResponse(value=len(ids), ids=ids)
+
+
+@united.get("/model", response_model=ResultResponse, summary="The loaded model")
+async def model_name(request: Request) -> ResultResponse:
+    async with get_state(request).container.use() as lease:
+        return ResultResponse(result=f"serval/{lease.name}")
+
+
+@united.get("/config/max_length", response_model=ValueResponse, summary="Default generation length")
+async def max_length(request: Request) -> ValueResponse:
+    """Tokens generated when a request has no ``max_length`` (a sampler preset may set it)."""
+    entry = get_state(request).overrides.preset.entries.get("max_tokens")
+    value = entry.override if entry is not None and entry.override else DEFAULT_MAX_LENGTH
+    return ValueResponse(value=value)
+
+
+async def _context_length(request: Request) -> ValueResponse:
+    async with get_state(request).container.use() as lease:
+        return ValueResponse(value=lease.engine.info().max_seq_len)
+
+
+united.add_api_route(
+    "/config/max_context_length",
+    _context_length,
+    response_model=ValueResponse,
+    summary="The model's context length",
+)
+extra.add_api_route(
+    "/true_max_context_length",
+    _context_length,
+    response_model=ValueResponse,
+    summary="The model's context length",
+)
+
+
+@united.get("/info/version", response_model=ResultResponse, summary="KoboldAI API version")
+async def api_version() -> ResultResponse:
+    return ResultResponse(result=KOBOLD_AI_VERSION)
+
+
+@extra.get("/version", response_model=VersionResponse, summary="KoboldCpp compatibility level")
+async def koboldcpp_version(request: Request) -> VersionResponse:
+    return VersionResponse(
+        version=KOBOLDCPP_VERSION, protected=not get_state(request).auth.disabled
+    )
+
+
+@united.get("/config/soft_prompts_list", response_model=SoftPromptList, summary="Soft prompts")
+async def soft_prompts() -> SoftPromptList:
+    """Always empty: soft prompts are not supported."""
+    return SoftPromptList()
+
+
+@united.get("/config/soft_prompt", response_model=SoftPrompt, summary="Current soft prompt")
+async def soft_prompt() -> SoftPrompt:
+    return SoftPrompt()
+
+
+@united.put("/config/soft_prompt", summary="Set the soft prompt (only none)")
+async def set_soft_prompt(body: SoftPrompt) -> dict:
+    """Clearing the soft prompt (``""``) succeeds; naming one is a 400: none can be loaded."""
+    if body.value:
+        raise UnsupportedError("Soft prompts are not supported.", param="value")
+    return {}
