@@ -23,6 +23,7 @@ from common.generation import (
     unsupported_report,
 )
 from common.grammar import build_grammar
+from common.model import Lease
 from common.sampling import SamplingParams, resolve
 from endpoints.Kobold.jobs import Update
 from endpoints.Kobold.types.generation import DEFAULT_MAX_LENGTH, GenerateRequest
@@ -80,7 +81,8 @@ def kobold_params(body: GenerateRequest, params: SamplingParams) -> SamplingPara
 class KoboldPlan:
     """The prompt, settings and jobs of one Kobold generation request."""
 
-    def __init__(self, body: GenerateRequest, engine: Engine, state: ServerState, stream: bool):
+    def __init__(self, body: GenerateRequest, lease: Lease, state: ServerState, stream: bool):
+        engine = lease.engine
         limits = state.config.limits
         if body.n > limits.max_n:
             raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
@@ -96,6 +98,7 @@ class KoboldPlan:
         self.params = replace(params, max_tokens=length)
         self.prompt_ids = self._prompt(body, engine, budget)
         self.body = body
+        self.lease = lease
         self.engine = engine
         self.state = state
 
@@ -131,7 +134,7 @@ class KoboldPlan:
     async def chunks(self, jobs: list[GenerationRequest]) -> AsyncGenerator[Update]:
         """The jobs' chunks; without ``trim_stop`` the stop sequence that ended a text stays."""
         keep_stop = not self.body.trim_stop
-        async with contextlib.aclosing(merge_streams(self.engine, jobs)) as merged:
+        async with contextlib.aclosing(merge_streams(self.lease, jobs)) as merged:
             async for index, chunk in merged:
                 if keep_stop and isinstance(chunk.stop_reason, str):
                     chunk = replace(chunk, text=chunk.text + chunk.stop_reason)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from loguru import logger
+from sse_starlette import EventSourceResponse
 
 from common.errors import ServalError, UnsupportedError
 from common.generation import Completion
@@ -71,7 +72,7 @@ async def _start(
     request_id: str = request.state.request_id
     lease: Lease = await state.container.acquire()
     try:
-        plan = KoboldPlan(body, lease.engine, state, stream)
+        plan = KoboldPlan(body, lease, state, stream)
         jobs = await plan.jobs(request_id)
         job = _jobs(request).open(_owner(request), body.genkey or request_id, body.n, stream)
     except BaseException:
@@ -83,12 +84,14 @@ async def _start(
 
 
 def _result(completion: Completion, prompt_tokens: int, aborted: bool) -> GenerationResult:
+    """A finished text (counted as the OpenAI usage counts it), or an aborted one so far."""
     reason = completion.finish_reason or ("abort" if aborted else None)
+    stats = completion.stats
     return GenerationResult(
         text=completion.text,
         finish_reason=reason,  # type: ignore[arg-type]
         prompt_tokens=prompt_tokens,
-        completion_tokens=len(completion.token_ids),
+        completion_tokens=stats.completion_tokens if stats else len(completion.token_ids),
     )
 
 
@@ -128,7 +131,8 @@ async def _stream_events(job: KoboldJob) -> AsyncIterator[dict[str, Any]]:
 @extra.post(
     "/generate/stream",
     summary="Generate text as server-sent events",
-    responses={200: {"content": {"text/event-stream": {}}, "model": StreamEvent}},
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def generate_stream(body: GenerateRequest, request: Request) -> Any:
     """``event: message`` events with ``data: {"token": ..., "finish_reason": ...}``; the last one

@@ -28,7 +28,7 @@ def test_abort_cancels_the_engine_job(tiny_models: Path) -> None:
                 {"prompt": "The", "max_length": 400, "use_default_badwordsids": True}
             )
             lease = await container.acquire()
-            plan = KoboldPlan(body, lease.engine, state, stream=True)
+            plan = KoboldPlan(body, lease, state, stream=True)
             job = JobRegistry().open(owner_of("k"), "g", 1, stream=True)
             job.start(plan.chunks(await plan.jobs("req")), on_end=lease.release)
             updates = job.updates()
