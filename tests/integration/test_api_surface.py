@@ -52,6 +52,21 @@ ROUTE_LEVELS: dict[tuple[str, str], str] = {
     ("GET", "/v1/model/embedding/list"): API,
     ("POST", "/v1/model/embedding/load"): ADMIN,
     ("POST", "/v1/model/embedding/unload"): ADMIN,
+    ("POST", "/api/v1/generate"): API,
+    ("POST", "/api/extra/generate/stream"): API,
+    ("GET", "/api/extra/generate/check"): API,
+    ("POST", "/api/extra/generate/check"): API,
+    ("POST", "/api/extra/abort"): API,
+    ("POST", "/api/extra/tokencount"): API,
+    ("GET", "/api/v1/model"): API,
+    ("GET", "/api/v1/config/max_length"): API,
+    ("GET", "/api/v1/config/max_context_length"): API,
+    ("GET", "/api/extra/true_max_context_length"): API,
+    ("GET", "/api/v1/info/version"): API,
+    ("GET", "/api/extra/version"): API,
+    ("GET", "/api/v1/config/soft_prompts_list"): API,
+    ("GET", "/api/v1/config/soft_prompt"): API,
+    ("PUT", "/api/v1/config/soft_prompt"): API,
 }
 # Routes that would change the shared state of the fuzzing server (they have their own tests).
 NOT_FUZZED = [
