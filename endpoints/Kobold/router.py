@@ -80,6 +80,7 @@ async def _start(
         raise
     job.start(plan.chunks(jobs), on_end=lease.release)
     request.state.log_extra = f"prompt={len(plan.prompt_ids)}"
+    request.state.lease = lease  # the request's log line reports the tokens it made
     return job, plan
 
 
@@ -108,8 +109,6 @@ async def generate(body: GenerateRequest, request: Request, response: Response) 
     if job.error is not None:
         raise job.error
     results = [_result(c, len(plan.prompt_ids), job.aborted) for c in job.completions]
-    completion_tokens = sum(result.completion_tokens or 0 for result in results)
-    request.state.log_extra += f" completion={completion_tokens}"
     return GenerateResponse(results=results)
 
 
