@@ -168,7 +168,8 @@ class SamplerRequest(BaseModel):
         None,
         ge=-(2**63),
         le=2**63 - 1,
-        description="Same seed and settings give the same text.",
+        validation_alias=_aliases("seed", "sampler_seed"),
+        description="Same seed and settings give the same text; negative (-1): a random seed.",
     )
     json_schema: dict[str, Any] | None = Field(None, description="Constrain output to a schema.")
     regex_pattern: str | None = Field(None, description="Constrain output to a regex.")
@@ -187,6 +188,11 @@ class SamplerRequest(BaseModel):
     @classmethod
     def _token_lists(cls, value: Any) -> Any:
         return _csv_ints(value)
+
+    @field_validator("seed", mode="after")
+    @classmethod
+    def _negative_seed_is_random(cls, value: int | None) -> int | None:
+        return None if value is not None and value < 0 else value
 
     @field_validator("top_k", "dry_range", mode="after")
     @classmethod

@@ -36,6 +36,7 @@ ALIASES = [
     ("rep_pen_range", "penalty_range", 64),
     ("rep_pen_slope", "repetition_penalty_slope", 0.7),
     ("dry_penalty_last_n", "dry_range", 100),
+    ("sampler_seed", "seed", 42),
     ("dynatemp_low", "min_temp", 0.5),
     ("dynatemp_high", "max_temp", 1.5),
     ("dynatemp_exponent", "temp_exponent", 2.0),
@@ -326,3 +327,9 @@ def test_preset_files_skip_samplers_serval_lacks(tmp_path: Path) -> None:
     )
     loaded = load_preset("from_tabby", tmp_path)
     assert set(loaded.entries) == {"temperature"}
+
+
+def test_a_negative_seed_means_a_random_one() -> None:
+    # SillyTavern sends seed -1 for "random": it must not pin every regeneration.
+    assert SamplerRequest.model_validate({"seed": -1}).seed is None
+    assert SamplerRequest.model_validate({"seed": 5}).seed == 5

@@ -59,9 +59,6 @@ class GenerateRequest(SamplerRequest):
         description="Kobold sampler ids in the order to apply them: 0 top_k, 1 top_a, 2 top_p, "
         "3 tfs, 4 typical, 5 temperature, 6 rep_pen.",
     )
-    sampler_seed: int | None = Field(
-        None, description="Seed of the draw (a negative value: random). Same as seed."
-    )
 
     @model_validator(mode="before")
     @classmethod
@@ -83,13 +80,9 @@ class GenerateRequest(SamplerRequest):
 
     @model_validator(mode="after")
     def _shared_names(self) -> GenerateRequest:
-        """Kobold's spellings of shared settings: EOS ban and the seed (negative: random)."""
+        """Kobold's spelling of the EOS ban (``sampler_seed`` is an alias of the shared seed)."""
         if self.ban_eos_token is None and self.use_default_badwordsids is not None:
             self.ban_eos_token = self.use_default_badwordsids
-        if self.seed is None and self.sampler_seed is not None:
-            self.seed = self.sampler_seed
-        if self.seed is not None and self.seed < 0:
-            self.seed = None
         return self
 
     def sampler_names(self) -> tuple[str, ...] | None:
