@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from backends import compute  # noqa: E402
 from backends.base import LoadOptions  # noqa: E402
 from backends.transformers.engine import TransformersEngine  # noqa: E402
 from common.config import LimitsConfig  # noqa: E402
@@ -80,7 +81,7 @@ async def main() -> None:
         elapsed = time.perf_counter() - started
         concurrent.append(sum(r[0] for r in results) / elapsed)
         ttft_p50.append(statistics.median(r[2] for r in results))
-        baseline.append(await asyncio.to_thread(generate_loop, engine, args.tokens))
+        baseline.append(await compute.run(generate_loop, engine, args.tokens))
     await engine.unload()
 
     best = statistics.median

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from loguru import logger
 
+from backends import compute
 from common.config import EmbeddingsConfig
 from common.errors import BadRequestError, UnavailableError, UnsupportedError
 from common.model_files import find_folders, is_embedding_folder, resolve_model_folder
@@ -44,7 +44,6 @@ class EmbeddingContainer:
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()
         self._settled.set()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serval-embeddings")
 
     @property
     def model_dir(self) -> Path:
@@ -63,7 +62,8 @@ class EmbeddingContainer:
         return [name for name, _ in find_folders(self.model_dir, is_embedding_folder)]
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
+        """On the process's compute thread, with the text models (see backends/compute.py)."""
+        return await compute.run(work, *args)
 
     async def load(self, name: str, device: str | None = None) -> None:
         """Load ``name`` (a folder in ``embedding_model_dir``) in place of the current model.
@@ -135,4 +135,3 @@ class EmbeddingContainer:
 
     def close(self) -> None:
         self._embedder = None
-        self._worker.shutdown(wait=False, cancel_futures=True)

@@ -1,10 +1,12 @@
-"""Continuous batching for the transformers engine, on one worker thread.
+"""Continuous batching for the transformers engine, in steps on the compute thread.
 
-Every request is a :class:`Sequence`. The worker prefills waiting sequences one chunk at a time
-(all prompt tokens but the last), merges each into the running batch, and then runs one decode
-step for the whole batch per iteration: the last token of every row goes in, one token per row
-comes out. A new request joins at the next step; a finished or cancelled one leaves at once.
-The event loop only ever waits on an ``asyncio.Queue`` that the worker fills.
+Every request is a :class:`Sequence`. Each step prefills one chunk of a waiting sequence's
+prompt (all prompt tokens but the last; once done it joins the running batch) and runs one decode
+step for the whole batch: the last token of every row goes in, one token per row comes out. A new
+request joins at the next step; a finished or cancelled one leaves at once. Steps run on the
+process's compute thread (backends/compute.py) and queue the next one while there is work, so
+other tensor work (embeddings, LoRA changes) takes its turn between them. The event loop only
+ever waits on an ``asyncio.Queue`` that the steps fill.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from loguru import logger
 from transformers import DynamicCache
 
+from backends import compute
 from backends.base import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
@@ -103,10 +106,10 @@ class BatchScheduler:
         self.batch = BatchCache()
         self.active: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
-        self._inbox: queue.Queue[Sequence | None] = queue.Queue()
+        self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="serval-transformers", daemon=True)
-        self._thread.start()
+        self._scheduled = False
+        self._lock = threading.Lock()
 
     # ----- called from the event loop -------------------------------------------------------
 
@@ -130,17 +133,18 @@ class BatchScheduler:
             gate=TextGate(request.stop_strings, params.banned_strings),
         )
         self._inbox.put(sequence)
+        self._kick()
         return sequence
 
     def cancel(self, sequence: Sequence) -> None:
         if not sequence.finished:
             sequence.cancelled = True
-            self._inbox.put(None)
+            self._kick()
 
     def stop(self) -> None:
+        """Fail what is left and stop stepping (blocks until done: call it off the loop)."""
         self._stopping = True
-        self._inbox.put(None)
-        self._thread.join(timeout=30)
+        compute.submit(self._shutdown).result(timeout=60)
 
     @property
     def running(self) -> int:
@@ -150,35 +154,44 @@ class BatchScheduler:
     def queued(self) -> int:
         return len(self.waiting) + self._inbox.qsize()
 
-    # ----- worker thread --------------------------------------------------------------------
+    def _kick(self) -> None:
+        """Make sure a step is queued on the compute thread."""
+        with self._lock:
+            if self._scheduled or self._stopping:
+                return
+            self._scheduled = True
+        compute.submit(self._step)
 
-    def _run(self) -> None:
+    # ----- on the compute thread ------------------------------------------------------------
+
+    def _step(self) -> None:
         with torch.inference_mode():
-            while not self._stopping:
-                self._collect(block=not self.active and not self.waiting)
-                if self._stopping:
-                    break
-                self._drop_cancelled()
-                try:
-                    if self.waiting and len(self.active) < self.max_batch_size:
-                        self._prefill_step(self.waiting[0])
-                    if self.active:
-                        self._decode_step()
-                except Exception as exc:  # a failed forward pass fails its batch, not the server
-                    logger.exception("generation step failed")
-                    self._fail_all(GenerationError(f"Generation failed: {exc}"))
+            self._collect()
+            self._drop_cancelled()
+            try:
+                if self.waiting and len(self.active) < self.max_batch_size:
+                    self._prefill_step(self.waiting[0])
+                if self.active:
+                    self._decode_step()
+            except Exception as exc:  # a failed forward pass fails its batch, not the server
+                logger.exception("generation step failed")
+                self._fail_all(GenerationError(f"Generation failed: {exc}"))
+        with self._lock:
+            more = not self._stopping and bool(
+                self.active or self.waiting or not self._inbox.empty()
+            )
+            self._scheduled = more
+        if more:
+            compute.submit(self._step)
+
+    def _shutdown(self) -> None:
+        self._collect()
         self._fail_all(UnavailableError("The model was unloaded while this request ran."))
 
-    def _collect(self, block: bool) -> None:
-        try:
-            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
-        except queue.Empty:
-            return
+    def _collect(self) -> None:
         while True:
-            if item is not None:
-                self.waiting.append(item)
             try:
-                item = self._inbox.get_nowait()
+                self.waiting.append(self._inbox.get_nowait())
             except queue.Empty:
                 return
 
@@ -270,7 +283,7 @@ class BatchScheduler:
         tokens = [s.pending_token for s in self.active]
         input_ids = torch.tensor([[t] for t in tokens], device=self.device)
         positions = torch.tensor([[n] for n in self.batch.lengths], device=self.device)
-        mask = self.batch.attention_mask(1).to(self.device)
+        mask = self.batch.attention_mask(1).to(self.device) if self.batch.padded else None
         output = self.model(
             input_ids=input_ids,
             attention_mask=mask,

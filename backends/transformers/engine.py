@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from loguru import logger
 
+from backends import compute
 from backends.base import (
     Engine,
     EngineInfo,
@@ -97,10 +98,10 @@ class TransformersEngine(Engine):
         yield LoadProgress("model", 1, steps)
         self.tokenizer = await asyncio.to_thread(self._read_tokenizer, path)
         yield LoadProgress("model", 2, steps)
-        self.model = await asyncio.to_thread(self._read_weights, path, config)
+        self.model = await compute.run(self._read_weights, path, config)
         yield LoadProgress("model", 3, steps)
         self._special = self._find_special_tokens(config)
-        await asyncio.to_thread(self._warm_up)
+        await compute.run(self._warm_up)
         self.scheduler = BatchScheduler(
             model=self.model,
             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
@@ -213,12 +214,12 @@ class TransformersEngine(Engine):
         weights change under it. A LoRA that cannot be applied is reported in ``failure``.
         """
         self._check_idle()
-        applied, failed = await asyncio.to_thread(self._set_loras, loras)
+        applied, failed = await compute.run(self._set_loras, loras)
         return {"success": applied, "failure": failed}
 
     async def unload_loras(self) -> None:
         self._check_idle()
-        await asyncio.to_thread(self._remove_adapters)
+        await compute.run(self._remove_adapters)
 
     def _check_idle(self) -> None:
         if self.model is None:

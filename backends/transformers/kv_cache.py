@@ -43,6 +43,12 @@ class BatchCache:
         return self.cache.layers[0].keys.shape[2]
 
     @property
+    def padded(self) -> bool:
+        """Whether some row is shorter than the cache (and needs a mask to hide its padding)."""
+        width = self.width
+        return any(length != width for length in self.lengths)
+
+    @property
     def rows(self) -> int:
         return len(self.lengths)
 
