@@ -219,7 +219,8 @@ class BatchScheduler:
         self.batch = BatchCache()
 
     def _prefill_step(self, sequence: Sequence) -> None:
-        """Feed the next chunk of the prompt (all but its last token) of a waiting sequence."""
+        """Feed the next chunk of a waiting sequence's prompt. After the last chunk the sequence
+        joins the batch with its first token already sampled from the prompt's last logits."""
         if sequence.prefill_cache is None:
             sequence.prefill_started = time.perf_counter()
             if sequence.request.grammar is not None:
@@ -232,52 +233,46 @@ class BatchScheduler:
                         exc if isinstance(exc, ServalError) else GenerationError(str(exc))
                     )
                     return
-            sequence.prefill_cache = self._empty_cache()
+            sequence.prefill_cache = DynamicCache()
             if sequence.request.prompt_logprobs:
                 sequence.prompt_logprobs = [None]
         prompt = sequence.request.prompt_ids
-        end = min(sequence.prefilled + self.chunk_size, len(prompt) - 1)
-        if end > sequence.prefilled:
-            chunk = torch.tensor([prompt[sequence.prefilled : end]], device=self.device)
-            want_logits = sequence.prompt_logprobs is not None
-            output = self.model(
-                input_ids=chunk,
-                cache=sequence.prefill_cache,
-                use_cache=True,
-                logits_to_keep=0 if want_logits else 1,
-            )
-            if want_logits:
-                self._record_prompt_logprobs(sequence, output.logits[0].float(), end)
-            sequence.prefilled = end
-        if sequence.prefilled >= len(prompt) - 1:
-            self.waiting.popleft()
-            if sequence.request.max_new_tokens == 0:  # scoring the prompt only (echo)
-                sequence.prefill_cache = None
-                sequence.first_token_at = time.perf_counter()
-                self._finish(sequence, "length", None)
-                return
-            self.batch.add(sequence.prefill_cache, sequence.prefilled)
-            sequence.prefill_cache = None
-            sequence.pending_token = prompt[-1]
-            self.active.append(sequence)
+        start = sequence.prefilled
+        end = min(start + self.chunk_size, len(prompt))
+        want_logits = sequence.prompt_logprobs is not None
+        output = self.model(
+            input_ids=torch.tensor([prompt[start:end]], device=self.device),
+            cache=sequence.prefill_cache,
+            use_cache=True,
+            logits_to_keep=0 if want_logits else 1,
+        )
+        if want_logits:
+            self._record_prompt_logprobs(sequence, output.logits[0].float(), start)
+        sequence.prefilled = end
+        if end < len(prompt):
+            return
+        self.waiting.popleft()
+        cache, sequence.prefill_cache = sequence.prefill_cache, None
+        if sequence.request.max_new_tokens == 0:  # scoring the prompt only (echo)
+            sequence.first_token_at = time.perf_counter()
+            self._finish(sequence, "length", None)
+            return
+        row = self.batch.add(cache, len(prompt))
+        self.active.append(sequence)
+        first_logits = output.logits[0, -1].float().cpu()
+        if self._advance(sequence, row, first_logits):
+            self._keep([s for s in self.active if s is not sequence])
 
-    def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, end: int) -> None:
+    def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, start: int) -> None:
+        """Logprobs of the prompt tokens that ``logits`` (from position ``start``) predict."""
         assert sequence.prompt_logprobs is not None
         prompt = sequence.request.prompt_ids
         top = sequence.request.logprobs or 0
         for offset, row in enumerate(logits):
-            target = prompt[sequence.prefilled + offset + 1]
-            sequence.prompt_logprobs.append(_logprob_record(row.cpu(), target, top, self.piece))
-
-    def _empty_cache(self) -> DynamicCache:
-        config = self.model.config.get_text_config()
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = (
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        )
-        dtype = self.model.dtype
-        empty = torch.zeros((1, heads, 0, head_dim), dtype=dtype, device=self.device)
-        return DynamicCache([(empty, empty.clone()) for _ in range(config.num_hidden_layers)])
+            position = start + offset + 1
+            if position < len(prompt):
+                record = _logprob_record(row.cpu(), prompt[position], top, self.piece)
+                sequence.prompt_logprobs.append(record)
 
     def _decode_step(self) -> None:
         tokens = [s.pending_token for s in self.active]
