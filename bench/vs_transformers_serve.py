@@ -122,7 +122,10 @@ async def in_process_tps(tokens: int) -> float:
 
 
 def table(rows: list[tuple[str, str, str, str]]) -> str:
-    lines = ["| figure | Serval | transformers serve | Serval / peer |", "|---|---|---|---|"]
+    lines = [
+        "| figure | Serval | transformers serve | Serval vs peer (>1: Serval better) |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
 
@@ -175,7 +178,7 @@ async def main() -> None:
                 label,
                 f"{ours * scale:.1f} {unit}",
                 f"{theirs * scale:.1f} {unit}",
-                f"{ratio:.2f}x{'' if higher_is_better else ' (faster)'}",
+                f"{ratio:.2f}x",
             )
         )
     http_tps = median("serval", "single_tps")
