@@ -170,7 +170,7 @@ class BatchScheduler:
             self._drop_cancelled()
             try:
                 if self.waiting and len(self.active) < self.max_batch_size:
-                    self._prefill_step(self.waiting[0])
+                    self._prefill()
                 if self.active:
                     self._decode_step()
             except Exception as exc:  # a failed forward pass fails its batch, not the server
@@ -218,24 +218,94 @@ class BatchScheduler:
         self.active, self.waiting = [], deque()
         self.batch = BatchCache()
 
+    def _start(self, sequence: Sequence) -> bool:
+        """Begin a waiting sequence's prefill; False (and it is gone) if its grammar fails."""
+        sequence.prefill_started = time.perf_counter()
+        sequence.prefill_cache = DynamicCache()
+        if sequence.request.prompt_logprobs:
+            sequence.prompt_logprobs = [None]
+        if sequence.request.grammar is None:
+            return True
+        try:
+            sequence.matcher = self.make_matcher(sequence.request.grammar.grammar)
+        except Exception as exc:  # a grammar the tokenizer cannot serve fails its job only
+            self.waiting.remove(sequence)
+            sequence.finished = True
+            sequence.emit(exc if isinstance(exc, ServalError) else GenerationError(str(exc)))
+            return False
+        return True
+
+    def _prefill(self) -> None:
+        """Prefill what waits: several short prompts together in one pass, else one chunk of
+        the first prompt."""
+        group = self._short_prompts()
+        if len(group) > 1:
+            self._prefill_together(group)
+        else:
+            self._prefill_step(self.waiting[0])
+
+    def _short_prompts(self) -> list[Sequence]:
+        """Waiting sequences (from the front) whose whole prompts fit in one pass together."""
+        group: list[Sequence] = []
+        budget = self.chunk_size * 2
+        free = self.max_batch_size - len(self.active)
+        for sequence in self.waiting:
+            size = len(sequence.request.prompt_ids)
+            started = sequence.prefill_cache is not None
+            if started or sequence.request.prompt_logprobs or size > budget or len(group) == free:
+                break
+            group.append(sequence)
+            budget -= size
+        return group
+
+    def _prefill_together(self, group: list[Sequence]) -> None:
+        """One forward pass over several left-padded prompts; each joins with its first token."""
+        group = [sequence for sequence in group if self._start(sequence)]
+        if not group:
+            return
+        prompts = [sequence.request.prompt_ids for sequence in group]
+        width = max(len(prompt) for prompt in prompts)
+        ids = torch.zeros((len(group), width), dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        output = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        for sequence in group:
+            self.waiting.remove(sequence)
+            sequence.prefill_cache = None
+            sequence.prefilled = len(sequence.request.prompt_ids)
+        rows = self.batch.add(cache, [len(prompt) for prompt in prompts])
+        self.active += group
+        self._first_tokens(group, rows, output.logits[:, -1, :].float().cpu())
+
+    def _first_tokens(self, group: list[Sequence], rows: list[int], logits: torch.Tensor) -> None:
+        """Sample the first token of sequences that just joined the batch at ``rows``."""
+        finished: list[Sequence] = []
+        for sequence, row, row_logits in zip(group, rows, logits, strict=True):
+            if sequence.request.max_new_tokens == 0:  # scoring the prompt only (echo)
+                sequence.first_token_at = time.perf_counter()
+                finished.append(sequence)
+                self._finish(sequence, "length", None)
+            elif self._advance(sequence, row, row_logits):
+                finished.append(sequence)
+        if finished:
+            self._keep([s for s in self.active if s not in finished])
+
     def _prefill_step(self, sequence: Sequence) -> None:
         """Feed the next chunk of a waiting sequence's prompt. After the last chunk the sequence
         joins the batch with its first token already sampled from the prompt's last logits."""
-        if sequence.prefill_cache is None:
-            sequence.prefill_started = time.perf_counter()
-            if sequence.request.grammar is not None:
-                try:
-                    sequence.matcher = self.make_matcher(sequence.request.grammar.grammar)
-                except Exception as exc:  # a grammar the tokenizer cannot serve fails its job only
-                    self.waiting.popleft()
-                    sequence.finished = True
-                    sequence.emit(
-                        exc if isinstance(exc, ServalError) else GenerationError(str(exc))
-                    )
-                    return
-            sequence.prefill_cache = DynamicCache()
-            if sequence.request.prompt_logprobs:
-                sequence.prompt_logprobs = [None]
+        if sequence.prefill_cache is None and not self._start(sequence):
+            return
         prompt = sequence.request.prompt_ids
         start = sequence.prefilled
         end = min(start + self.chunk_size, len(prompt))
@@ -253,15 +323,9 @@ class BatchScheduler:
             return
         self.waiting.popleft()
         cache, sequence.prefill_cache = sequence.prefill_cache, None
-        if sequence.request.max_new_tokens == 0:  # scoring the prompt only (echo)
-            sequence.first_token_at = time.perf_counter()
-            self._finish(sequence, "length", None)
-            return
-        row = self.batch.add(cache, len(prompt))
+        rows = self.batch.add(cache, [len(prompt)])
         self.active.append(sequence)
-        first_logits = output.logits[0, -1].float().cpu()
-        if self._advance(sequence, row, first_logits):
-            self._keep([s for s in self.active if s is not sequence])
+        self._first_tokens([sequence], rows, output.logits[:, -1, :].float().cpu())
 
     def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, start: int) -> None:
         """Logprobs of the prompt tokens that ``logits`` (from position ``start``) predict."""

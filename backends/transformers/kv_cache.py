@@ -2,8 +2,9 @@
 
 Rows are right-aligned: row ``r`` holds its ``lengths[r]`` cached tokens in the last columns of
 every layer's ``[batch, heads, width, head_dim]`` tensors, with padding on the left that the
-attention mask hides. A sequence that joins is prefilled on its own and then merged in; one that
-leaves is dropped and the padding every remaining row shares is trimmed.
+attention mask hides. Sequences that join are prefilled (alone, or several short prompts together,
+left-padded in the same layout) and then merged in; one that leaves is dropped and the padding
+every remaining row shares is trimmed.
 """
 
 from __future__ import annotations
@@ -52,22 +53,25 @@ class BatchCache:
     def rows(self) -> int:
         return len(self.lengths)
 
-    def add(self, single: DynamicCache, length: int) -> int:
-        """Merge a one-row cache holding ``length`` tokens; returns the new row's index."""
+    def add(self, joining: DynamicCache, lengths: list[int]) -> list[int]:
+        """Merge a cache of right-aligned rows holding ``lengths`` tokens; their row indexes."""
+        first = len(self.lengths)
         if self.cache is None:
-            self.cache, self.lengths = single, [length]
-            return 0
-        width = max(self.width, length)
+            self.cache, self.lengths = joining, list(lengths)
+            return list(range(len(lengths)))
+        theirs = joining.layers[0].keys.shape[2]
+        width = max(self.width, theirs)
+        ours_pad, theirs_pad = width - self.width, width - theirs
         merged = [
             (
-                torch.cat([_pad_left(bk, width - self.width), _pad_left(sk, width - length)]),
-                torch.cat([_pad_left(bv, width - self.width), _pad_left(sv, width - length)]),
+                torch.cat([_pad_left(bk, ours_pad), _pad_left(jk, theirs_pad)]),
+                torch.cat([_pad_left(bv, ours_pad), _pad_left(jv, theirs_pad)]),
             )
-            for (bk, bv), (sk, sv) in zip(_layers(self.cache), _layers(single), strict=True)
+            for (bk, bv), (jk, jv) in zip(_layers(self.cache), _layers(joining), strict=True)
         ]
         _set_layers(self.cache, merged)
-        self.lengths.append(length)
-        return len(self.lengths) - 1
+        self.lengths += lengths
+        return list(range(first, len(self.lengths)))
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in that order) and trim padding no row needs."""
