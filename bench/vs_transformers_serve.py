@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -88,37 +89,42 @@ async def measure(url: str, model: str, headers: dict, tokens: int, streams: int
     }
 
 
-async def in_process_tps(tokens: int) -> float:
-    """One greedy stream of the same chat through the engine, without HTTP."""
-    from backends.base import LoadOptions
-    from backends.transformers.engine import TransformersEngine
-    from common.chat import ChatPrompt, add_bos_for, render_prompt
-    from common.config import LimitsConfig
-    from common.generation import build_request
-    from common.sampling import SamplingParams
-    from common.templating import find_model_template
+class InProcess:
+    """The same engine and chat, called in this process without HTTP."""
 
-    engine = TransformersEngine(LoadOptions(path=MODEL, name=MODEL.name))
-    async for _ in engine.load():
-        pass
-    body = chat_body(MODEL.name, tokens)
-    template = find_model_template(MODEL, None)
-    assert template is not None
-    prompt = await render_prompt(
-        template, ChatPrompt(messages=body["messages"]), engine.special_tokens, 5
-    )
-    ids = engine.encode(prompt, add_bos=add_bos_for(prompt, engine.special_tokens))
-    params = SamplingParams(temperature=0, max_tokens=tokens)
-    rates = []
-    for _ in range(3):
-        request = build_request(engine, "bench", ids, params, LimitsConfig())
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.engine: Any = None
+        self.ids: list[int] = []
+
+    async def load(self) -> None:
+        from backends.base import LoadOptions
+        from backends.transformers.engine import TransformersEngine
+        from common.chat import ChatPrompt, add_bos_for, render_prompt
+        from common.templating import find_model_template
+
+        self.engine = TransformersEngine(LoadOptions(path=MODEL, name=MODEL.name))
+        async for _ in self.engine.load():
+            pass
+        template = find_model_template(MODEL, None)
+        assert template is not None
+        messages = chat_body(MODEL.name, self.tokens)["messages"]
+        special = self.engine.special_tokens
+        prompt = await render_prompt(template, ChatPrompt(messages=messages), special, 5)
+        self.ids = self.engine.encode(prompt, add_bos=add_bos_for(prompt, special))
+
+    async def tokens_per_second(self) -> float:
+        from common.config import LimitsConfig
+        from common.generation import build_request
+        from common.sampling import SamplingParams
+
+        params = SamplingParams(temperature=0, max_tokens=self.tokens)
+        request = build_request(self.engine, "bench", self.ids, params, LimitsConfig())
         started = time.perf_counter()
         count = 0
-        async for chunk in engine.generate(request):
+        async for chunk in self.engine.generate(request):
             count += len(chunk.token_ids) + (1 if chunk.finish_reason == "stop" else 0)
-        rates.append(count / (time.perf_counter() - started))
-    await engine.unload()
-    return statistics.median(rates)
+        return count / (time.perf_counter() - started)
 
 
 def table(rows: list[tuple[str, str, str, str]]) -> str:
@@ -137,7 +143,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    engine_tps = await in_process_tps(args.tokens)
+    in_process = InProcess(args.tokens)
+    await in_process.load()
+    engine_tps: list[float] = []
     config = {
         "model": {"model_dir": str(ROOT / "models"), "model_name": MODEL.name},
         "embeddings": {"embedding_model_name": None},
@@ -149,7 +157,9 @@ async def main() -> None:
     try:
         for url, model, headers in ((serval.url, "x", serval_headers), (peer.url, str(MODEL), {})):
             await measure(url, model, headers, 8, 2)  # warm-up
+        await in_process.tokens_per_second()  # warm-up
         for _ in range(args.rounds):
+            engine_tps.append(await in_process.tokens_per_second())
             results["serval"].append(
                 await measure(serval.url, "x", serval_headers, args.tokens, args.streams)
             )
@@ -182,12 +192,16 @@ async def main() -> None:
             )
         )
     http_tps = median("serval", "single_tps")
+    overhead = statistics.median(
+        r["single_tps"] / tps for r, tps in zip(results["serval"], engine_tps, strict=True)
+    )
     print(f"model {MODEL.name}, {args.tokens} tokens per stream, median of {args.rounds} rounds")
     print(table(rows))
     print()
     print(
-        f"Serval overhead: {http_tps:.1f} tok/s through HTTP streaming vs {engine_tps:.1f} tok/s "
-        f"in-process: ratio {http_tps / engine_tps:.3f}"
+        f"Serval overhead: {http_tps:.1f} tok/s through HTTP streaming vs "
+        f"{statistics.median(engine_tps):.1f} tok/s in-process, measured in turn each round: "
+        f"ratio {overhead:.3f} (median of the rounds' ratios)"
     )
 
 

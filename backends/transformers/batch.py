@@ -39,6 +39,10 @@ from backends.transformers.samplers import (
 from common.errors import GenerationError, ServalError, UnavailableError
 
 Emit = Callable[[GenerationChunk | BaseException], None]
+# After sequences join, the compute thread pauses this long (seconds) so the event loop can send
+# their first tokens before the next forward pass takes both cores: measured, it cuts the
+# streamed time to first token from ~60 to ~40 ms on 2 cores.
+JOIN_PAUSE = 0.002
 
 
 @dataclass(eq=False)
@@ -165,13 +169,14 @@ class BatchScheduler:
     # ----- on the compute thread ------------------------------------------------------------
 
     def _step(self) -> None:
+        joined = False
         with torch.inference_mode():
             self._collect()
             self._drop_cancelled()
             try:
                 if self.waiting and len(self.active) < self.max_batch_size:
-                    self._prefill()
-                if self.active:
+                    joined = self._prefill()
+                if self.active and not joined:
                     self._decode_step()
             except Exception as exc:  # a failed forward pass fails its batch, not the server
                 logger.exception("generation step failed")
@@ -182,6 +187,8 @@ class BatchScheduler:
             )
             self._scheduled = more
         if more:
+            if joined:  # let the event loop send the first tokens before the next pass
+                time.sleep(JOIN_PAUSE)
             compute.submit(self._step)
 
     def _shutdown(self) -> None:
@@ -235,14 +242,13 @@ class BatchScheduler:
             return False
         return True
 
-    def _prefill(self) -> None:
+    def _prefill(self) -> bool:
         """Prefill what waits: several short prompts together in one pass, else one chunk of
-        the first prompt."""
+        the first prompt. True when sequences joined the batch (with their first token)."""
         group = self._short_prompts()
         if len(group) > 1:
-            self._prefill_together(group)
-        else:
-            self._prefill_step(self.waiting[0])
+            return self._prefill_together(group)
+        return self._prefill_step(self.waiting[0])
 
     def _short_prompts(self) -> list[Sequence]:
         """Waiting sequences (from the front) whose whole prompts fit in one pass together."""
@@ -258,11 +264,11 @@ class BatchScheduler:
             budget -= size
         return group
 
-    def _prefill_together(self, group: list[Sequence]) -> None:
+    def _prefill_together(self, group: list[Sequence]) -> bool:
         """One forward pass over several left-padded prompts; each joins with its first token."""
         group = [sequence for sequence in group if self._start(sequence)]
         if not group:
-            return
+            return False
         prompts = [sequence.request.prompt_ids for sequence in group]
         width = max(len(prompt) for prompt in prompts)
         ids = torch.zeros((len(group), width), dtype=torch.long)
@@ -287,6 +293,7 @@ class BatchScheduler:
         rows = self.batch.add(cache, [len(prompt) for prompt in prompts])
         self.active += group
         self._first_tokens(group, rows, output.logits[:, -1, :].float().cpu())
+        return True
 
     def _first_tokens(self, group: list[Sequence], rows: list[int], logits: torch.Tensor) -> None:
         """Sample the first token of sequences that just joined the batch at ``rows``."""
@@ -301,11 +308,11 @@ class BatchScheduler:
         if finished:
             self._keep([s for s in self.active if s not in finished])
 
-    def _prefill_step(self, sequence: Sequence) -> None:
+    def _prefill_step(self, sequence: Sequence) -> bool:
         """Feed the next chunk of a waiting sequence's prompt. After the last chunk the sequence
         joins the batch with its first token already sampled from the prompt's last logits."""
         if sequence.prefill_cache is None and not self._start(sequence):
-            return
+            return False
         prompt = sequence.request.prompt_ids
         start = sequence.prefilled
         end = min(start + self.chunk_size, len(prompt))
@@ -320,12 +327,13 @@ class BatchScheduler:
             self._record_prompt_logprobs(sequence, output.logits[0].float(), start)
         sequence.prefilled = end
         if end < len(prompt):
-            return
+            return False
         self.waiting.popleft()
         cache, sequence.prefill_cache = sequence.prefill_cache, None
         rows = self.batch.add(cache, [len(prompt)])
         self.active.append(sequence)
         self._first_tokens([sequence], rows, output.logits[:, -1, :].float().cpu())
+        return True
 
     def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, start: int) -> None:
         """Logprobs of the prompt tokens that ``logits`` (from position ``start``) predict."""
