@@ -36,7 +36,7 @@ from common.grammar import parser_limits
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_MAX_BATCH_SIZE = 32
 CPU_PREFILL_CHUNK = 256
 LOAD_STEPS = ("config", "tokenizer", "weights", "warm-up")
 CANCELLED = "The request was cancelled: an admin is changing the model or its LoRAs."
