@@ -26,9 +26,21 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
+# The stamp holds a digest of what decides the install and the extras installed with it, so
+# start.sh (runtime extras) and test.sh (plus dev) after one another install nothing again.
 stamp="$VENV/.serval-installed"
-wanted="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $extras"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+digest="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+installed=""
+if [ -f "$stamp" ]; then
+    read -r stamp_digest installed <"$stamp" || true
+    [ "$stamp_digest" = "$digest" ] || installed=""
+fi
+missing=""
+for extra in ${extras//,/ }; do
+    case ",$installed," in *",$extra,"*) ;; *) missing=1 ;; esac
+done
+if [ -n "$missing" ]; then
+    extras="$(printf '%s,%s' "$extras" "$installed" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
     say "installing Serval with extras [$extras] (first run takes a few minutes)"
     log="$VENV/.serval-install.log"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q ".[$extras]" >"$log" 2>&1; then
@@ -48,7 +60,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         fi
         ;;
     esac
-    echo "$wanted" >"$stamp"
+    echo "$digest $extras" >"$stamp"
 fi
 
 "$VENV/bin/python" scripts/fetch_default_model.py
