@@ -32,6 +32,7 @@ from common.errors import (
     UnsupportedError,
 )
 from common.grammar import parser_limits
+from common.sampling import SamplingParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -305,6 +306,10 @@ class TransformersEngine(Engine):
     def token_piece(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        """Every sampler runs here except token healing."""
+        return ["token_healing"] if params.token_healing else []
+
     def info(self) -> EngineInfo:
         return EngineInfo(
             backend=self.backend,
@@ -318,7 +323,7 @@ class TransformersEngine(Engine):
             dtype=self._dtype_name,
             device=self.device.type,
             loras=self._loras,
-            capabilities=frozenset({"samplers:all", "grammar", "logprobs", "seed", "loras"}),
+            capabilities=frozenset({"samplers", "grammar", "logprobs", "seed", "loras"}),
         )
 
     # ----- generation -----------------------------------------------------------------------

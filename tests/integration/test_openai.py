@@ -342,3 +342,14 @@ def test_encode_decode_round_trip(server: ServerProcess) -> None:
         assert rendered.endswith("What is the capital of France?<|im_end|>\n")
         bad = c.post("/v1/token/decode", json={"tokens": [10**9]})
         assert bad.status_code == 400
+
+
+def test_settings_the_engine_cannot_apply_are_named(server: ServerProcess) -> None:
+    with server.client() as client:
+        body = {"prompt": "Hi", "max_tokens": 2, "token_healing": True}
+        response = client.post("/v1/completions", json=body)
+        assert response.status_code == 200
+        assert response.headers["x-serval-unsupported-params"] == "token_healing"
+        plain = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        assert "x-serval-unsupported-params" not in plain.headers
+    assert "does not apply: token_healing" in server.log()
