@@ -8,6 +8,7 @@ import FastAPI; endpoints never import an engine library.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,21 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     stats: GenerationStats | None = None
+
+
+Outbox = asyncio.Queue["GenerationChunk | BaseException"]
+
+
+async def read_outbox(outbox: Outbox) -> AsyncIterator[GenerationChunk]:
+    """The chunks an engine's worker puts in ``outbox`` for one job, up to the last one; an
+    exception put there instead is raised here, in the consumer."""
+    while True:
+        item = await outbox.get()
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+        if item.finish_reason is not None:
+            return
 
 
 class Engine(abc.ABC):

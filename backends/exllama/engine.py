@@ -13,6 +13,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -27,6 +28,7 @@ from backends.base import (
     LoadOptions,
     LoadProgress,
     SpecialTokens,
+    read_outbox,
 )
 from backends.exllama.driver import GeneratorDriver, JobHandle
 from backends.exllama.loading import Progress, import_engine_library, with_progress
@@ -143,6 +145,15 @@ class ExLlamaEngine(Engine):
     def loaded_summary(self) -> str:
         """One log line saying what was loaded and how it runs."""
 
+    @abc.abstractmethod
+    def open_lora(self, path: Path, scaling: float) -> Any:
+        """Load one adapter for the model (on the worker thread, with no job running)."""
+
+    @abc.abstractmethod
+    def use_loras(self, generator: Any) -> None:
+        """Make ``generator`` use ``self.loras`` (none: the plain model) and forget K/V cached
+        under other adapters."""
+
     @property
     def cache_mode(self) -> str:
         return self._cache_mode
@@ -194,6 +205,42 @@ class ExLlamaEngine(Engine):
         self._special = special
         self._pieces = pieces
         self.token_piece.cache_clear()
+
+    # ----- LoRAs ------------------------------------------------------------------------------
+
+    def _when_idle(self, task: Any) -> asyncio.Future[Any]:
+        if self.driver is None:
+            raise UnavailableError("The model is not loaded.")
+        return asyncio.wrap_future(self.driver.when_idle(task))
+
+    def drop_loras(self) -> None:
+        for *_, lora in self.loras:
+            lora.unload()
+        self.loras = []
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        def attach(generator: Any) -> dict[str, list[str]]:
+            loaded, failed = [], []
+            for path, name, scaling in loras:
+                try:
+                    lora = self.open_lora(path, scaling)
+                except Exception as exc:
+                    logger.warning(f"LoRA {name} failed to load: {exc}")
+                    failed.append(name)
+                    continue
+                self.loras.append((name, scaling, lora))
+                loaded.append(name)
+            self.use_loras(generator)
+            return {"success": loaded, "failure": failed}
+
+        return await self._when_idle(attach)
+
+    async def unload_loras(self) -> None:
+        def detach(generator: Any) -> None:
+            self.drop_loras()
+            self.use_loras(generator)
+
+        await self._when_idle(detach)
 
     # ----- tokens -----------------------------------------------------------------------------
 
@@ -289,13 +336,8 @@ class ExLlamaEngine(Engine):
         sink = _Sink(self.reader_for(request), asyncio.get_running_loop())
         handle: JobHandle = driver.submit(job, sink)
         try:
-            while True:
-                item = await sink.outbox.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async for chunk in read_outbox(sink.outbox):
+                yield chunk
         finally:
             driver.cancel(handle)
 

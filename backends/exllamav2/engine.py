@@ -7,7 +7,6 @@ job may fill the whole cache. Read reference/exllama.md before changing anything
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
-from common.errors import BadRequestError, UnavailableError
+from common.errors import BadRequestError
 from common.sampling import SamplingParams
 
 BUILD_MINUTES = 2
@@ -275,48 +274,22 @@ class ExLlamaV2Engine(ExLlamaEngine):
 
     # ----- LoRAs ------------------------------------------------------------------------------
 
-    def _when_idle(self, task: Any) -> asyncio.Future[Any]:
-        if self.driver is None:
-            raise UnavailableError("The model is not loaded.")
-        return asyncio.wrap_future(self.driver.when_idle(task))
+    def open_lora(self, path: Path, scaling: float) -> Any:
+        from exllamav2 import ExLlamaV2Lora
 
-    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
-        def attach(generator: Any) -> dict[str, list[str]]:
-            from exllamav2 import ExLlamaV2Lora
+        return ExLlamaV2Lora.from_directory(self.model, str(path), lora_scaling=scaling)
 
-            loaded, failed = [], []
-            for path, name, scaling in loras:
-                try:
-                    lora = ExLlamaV2Lora.from_directory(self.model, str(path), lora_scaling=scaling)
-                except Exception as exc:
-                    logger.warning(f"LoRA {name} failed to load: {exc}")
-                    failed.append(name)
-                    continue
-                self.loras.append((name, scaling, lora))
-                loaded.append(name)
-            if self.loras:
-                generator.set_loras([lora for *_, lora in self.loras])
-            generator.reset_page_table()  # cached K/V was computed without these adapters
-            return {"success": loaded, "failure": failed}
-
-        return await self._when_idle(attach)
-
-    async def unload_loras(self) -> None:
-        def detach(generator: Any) -> None:
-            # set_loras(None) leaves an empty list that breaks the next forward pass.
+    def use_loras(self, generator: Any) -> None:
+        if self.loras:
+            generator.set_loras([lora for *_, lora in self.loras])
+        else:  # set_loras(None) leaves an empty list that breaks the next forward pass
             generator.current_loras = None
-            for *_, lora in self.loras:
-                lora.unload()
-            self.loras = []
-            generator.reset_page_table()
-
-        await self._when_idle(detach)
+        generator.reset_page_table()  # cached K/V was computed with other adapters
 
     # ----- unloading --------------------------------------------------------------------------
 
     def free(self) -> None:
-        for *_, lora in self.loras:
-            lora.unload()
+        self.drop_loras()
         for model in (self.model, self.draft_model):
             if model is not None:
                 model.unload()

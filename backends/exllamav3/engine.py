@@ -8,7 +8,6 @@ chunk. This module imports exllamav3 only inside functions: the import fails wit
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from backends.exllama.loading import Progress
 from backends.exllama.sampling import dry_breaker_ids, token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
-from common.errors import BadRequestError, GrammarError, UnavailableError
+from common.errors import BadRequestError, GrammarError
 from common.sampling import SamplingParams
 
 BUILD_MINUTES = 4.5
@@ -247,44 +246,19 @@ class ExLlamaV3Engine(ExLlamaEngine):
 
     # ----- LoRAs ------------------------------------------------------------------------------
 
-    def _when_idle(self, task: Any) -> asyncio.Future[Any]:
-        if self.driver is None:
-            raise UnavailableError("The model is not loaded.")
-        return asyncio.wrap_future(self.driver.when_idle(task))
+    def open_lora(self, path: Path, scaling: float) -> Any:
+        from exllamav3.model.lora import LoRA
 
-    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
-        def attach(generator: Any) -> dict[str, list[str]]:
-            from exllamav3.model.lora import LoRA
+        return LoRA.from_directory(self.model, str(path), lora_scaling=scaling)
 
-            loaded, failed = [], []
-            for path, name, scaling in loras:
-                try:
-                    lora = LoRA.from_directory(self.model, str(path), lora_scaling=scaling)
-                except Exception as exc:
-                    logger.warning(f"LoRA {name} failed to load: {exc}")
-                    failed.append(name)
-                    continue
-                self.loras.append((name, scaling, lora))
-                loaded.append(name)
-            generator.pagetable.reset_page_table()  # cached K/V was computed without them
-            return {"success": loaded, "failure": failed}
-
-        return await self._when_idle(attach)
-
-    async def unload_loras(self) -> None:
-        def detach(generator: Any) -> None:
-            for *_, lora in self.loras:
-                lora.unload()
-            self.loras = []
-            generator.pagetable.reset_page_table()
-
-        await self._when_idle(detach)
+    def use_loras(self, generator: Any) -> None:
+        # An ExLlamaV3 LoRA attaches itself to the model; only the cached K/V must go.
+        generator.pagetable.reset_page_table()
 
     # ----- unloading --------------------------------------------------------------------------
 
     def free(self) -> None:
-        for *_, lora in self.loras:
-            lora.unload()
+        self.drop_loras()
         for model in (self.model, self.draft_model):
             if model is not None:
                 model.unload()

@@ -21,6 +21,7 @@ from backends.base import (
     LoadOptions,
     LoadProgress,
     SpecialTokens,
+    read_outbox,
 )
 from backends.transformers.batch import BatchScheduler, emitter
 from backends.transformers.samplers import VocabIndex
@@ -364,13 +365,8 @@ class TransformersEngine(Engine):
         emit = emitter(asyncio.get_running_loop(), outbox)
         sequence = scheduler.submit(request, emit, frozenset(self.special_tokens.eos_ids))
         try:
-            while True:
-                item = await outbox.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async for chunk in read_outbox(outbox):
+                yield chunk
         finally:
             scheduler.cancel(sequence)
 
