@@ -34,7 +34,7 @@ from backends.exllama.driver import GeneratorDriver, JobHandle
 from backends.exllama.loading import Progress, import_engine_library, with_progress
 from backends.exllama.results import ResultReader
 from backends.exllama.sizing import cache_mode, job_room
-from common.errors import UnavailableError, UnsupportedError
+from common.errors import BadRequestError, UnavailableError, UnsupportedError
 
 
 def bos_by_default(hf_tokenizer: Any, bos_id: int | None, tokenizer_config: dict | None) -> bool:
@@ -104,6 +104,12 @@ class ExLlamaEngine(Engine):
         if options.draft is not None and options.draft.mode == "model":
             cache_mode(options.draft.cache_mode)
         self.tokenizer: Any = None
+        self.config: Any = None
+        self.model: Any = None
+        self.cache: Any = None
+        self.draft_config: Any = None
+        self.draft_model: Any = None
+        self.draft_cache: Any = None
         self.driver: GeneratorDriver | None = None
         self.limits: Limits | None = None
         self.rope_alpha = 1.0
@@ -130,12 +136,19 @@ class ExLlamaEngine(Engine):
         """Config, tokenizer and sizes: everything before the weights (runs in a thread)."""
 
     @abc.abstractmethod
-    def _load_draft(self, progress: Progress) -> None:
-        """Load the draft model (runs in a thread, reporting to ``progress``)."""
+    def read_draft_config(self) -> Any:
+        """The library's config of the draft model (runs in a thread)."""
 
     @abc.abstractmethod
-    def _load_model(self, progress: Progress) -> None:
-        """Load the model and its cache (runs in a thread, reporting to ``progress``)."""
+    def _load_weights(
+        self,
+        config: Any,
+        mode: str,
+        gpu_split: tuple[float, ...],
+        autosplit: bool,
+        progress: Progress,
+    ) -> tuple[Any, Any]:
+        """Weights and cache for ``config``: tensor parallel, autosplit or GB per GPU."""
 
     @abc.abstractmethod
     def make_generator(self) -> Any:
@@ -161,6 +174,27 @@ class ExLlamaEngine(Engine):
     @property
     def draft(self) -> DraftOptions | None:
         return self.options.draft
+
+    def _load_draft(self, progress: Progress) -> None:
+        draft = self.draft
+        assert draft is not None
+        config = self.read_draft_config()
+        if config.vocab_size != self.config.vocab_size:
+            raise BadRequestError(
+                f"The draft model's vocabulary ({config.vocab_size}) differs from the "
+                f"model's ({self.config.vocab_size}).",
+                param="draft_model_name",
+            )
+        self.draft_config = config
+        self.draft_model, self.draft_cache = self._load_weights(
+            config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
+        )
+
+    def _load_model(self, progress: Progress) -> None:
+        options = self.options
+        self.model, self.cache = self._load_weights(
+            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
+        )
 
     async def load(self) -> AsyncIterator[LoadProgress]:
         async for event in import_engine_library(self.library, self.extension, self.build_minutes):

@@ -20,7 +20,6 @@ from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
-from common.errors import BadRequestError
 from common.sampling import SamplingParams
 
 BUILD_MINUTES = 2
@@ -59,12 +58,6 @@ class ExLlamaV2Engine(ExLlamaEngine):
 
     def __init__(self, options: LoadOptions) -> None:
         super().__init__(options)
-        self.config: Any = None
-        self.model: Any = None
-        self.cache: Any = None
-        self.draft_config: Any = None
-        self.draft_model: Any = None
-        self.draft_cache: Any = None
         self.paged = False
         self._ll_tokenizer: Any = None
 
@@ -109,33 +102,17 @@ class ExLlamaV2Engine(ExLlamaEngine):
             draft_tokens=draft_tokens,
         )
 
-    def _load_draft(self, progress: Progress) -> None:
+    def read_draft_config(self) -> Any:
         draft = self.draft
         assert draft is not None and draft.path is not None and self.limits is not None
-        read = read_config(
+        return read_config(
             draft.path,
             max_seq_len=self.config.max_seq_len,
             rope_scale=draft.rope_scale,
             rope_alpha_setting=draft.rope_alpha,
             chunk_size=self.limits.chunk_size,
             flash_attn=self.paged,
-        )
-        if read.config.vocab_size != self.config.vocab_size:
-            raise BadRequestError(
-                f"The draft model's vocabulary ({read.config.vocab_size}) differs from the "
-                f"model's ({self.config.vocab_size}).",
-                param="draft_model_name",
-            )
-        self.draft_config = read.config
-        self.draft_model, self.draft_cache = self._load_weights(
-            read.config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
-        )
-
-    def _load_model(self, progress: Progress) -> None:
-        options = self.options
-        self.model, self.cache = self._load_weights(
-            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
-        )
+        ).config
 
     def _load_weights(
         self,

@@ -57,11 +57,6 @@ class ExLlamaV3Engine(ExLlamaEngine):
 
     def __init__(self, options: LoadOptions) -> None:
         super().__init__(options)
-        self.config: Any = None
-        self.model: Any = None
-        self.cache: Any = None
-        self.draft_model: Any = None
-        self.draft_cache: Any = None
 
     # ----- loading ----------------------------------------------------------------------------
 
@@ -118,27 +113,12 @@ class ExLlamaV3Engine(ExLlamaEngine):
             draft_tokens=self.draft.num_tokens if self.draft else 0,
         )
 
-    def _load_draft(self, progress: Progress) -> None:
+    def read_draft_config(self) -> Any:
         from exllamav3 import Config
 
         draft = self.draft
         assert draft is not None and draft.path is not None
-        config = Config.from_directory(str(draft.path))
-        if config.vocab_size != self.config.vocab_size:
-            raise BadRequestError(
-                f"The draft model's vocabulary ({config.vocab_size}) differs from the "
-                f"model's ({self.config.vocab_size}).",
-                param="draft_model_name",
-            )
-        self.draft_model, self.draft_cache = self._load_weights(
-            config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
-        )
-
-    def _load_model(self, progress: Progress) -> None:
-        options = self.options
-        self.model, self.cache = self._load_weights(
-            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
-        )
+        return Config.from_directory(str(draft.path))
 
     def _load_weights(
         self,
