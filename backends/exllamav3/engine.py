@@ -55,9 +55,6 @@ class ExLlamaV3Engine(ExLlamaEngine):
     extension = "exllamav3_ext"
     build_minutes = BUILD_MINUTES
 
-    def __init__(self, options: LoadOptions) -> None:
-        super().__init__(options)
-
     # ----- loading ----------------------------------------------------------------------------
 
     def loaded_summary(self) -> str:
