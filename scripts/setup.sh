@@ -21,6 +21,11 @@ fi
 extras="$extras,convert"
 for extra in "$@"; do extras="$extras,$extra"; done
 
+# A venv whose creation was interrupted has a python but no pip: make it again.
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    say "$VENV is incomplete (no pip): creating it again"
+    rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     "$PYTHON" -m venv "$VENV"
