@@ -4,6 +4,7 @@ python main.py [--config PATH] [--<key> VALUE ...]      run the server
 python main.py export-config [--export-path PATH]       write config_sample.yml
 python main.py export-openapi [--export-path PATH]      write the OpenAPI schema
 python main.py add-api-key                              append a new api key
+python main.py download REPO_ID [--folder-name NAME ...] download a repository from the hub
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from common.config import ConfigError, ServalConfig, export_sample, load_config, sections
 
-ACTIONS = ("serve", "export-config", "export-openapi", "add-api-key")
+ACTIONS = ("serve", "export-config", "export-openapi", "add-api-key", "download")
 KEYS_FILE = Path("api_tokens.yml")
 
 
@@ -35,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("action", nargs="?", default="serve", choices=ACTIONS)
     parser.add_argument("--config", type=Path, help="config file (default: config.yml if present)")
     parser.add_argument("--export-path", type=Path, help="where export-* actions write")
+    hub = parser.add_argument_group("download (python main.py download REPO_ID)")
+    hub.add_argument("repo_id", nargs="?", help="the repository to download: owner/name")
+    hub.add_argument("--repo-type", choices=("model", "lora"), default="model")
+    hub.add_argument("--folder-name", help="folder to create (default: the repository's name)")
+    hub.add_argument("--revision", help="branch, tag or commit (default: main)")
+    hub.add_argument("--token", help="hub token for private or gated repositories")
+    hub.add_argument("--include", nargs="+", help="glob patterns of files to fetch")
+    hub.add_argument("--exclude", nargs="+", help="glob patterns of files to leave out")
     for section_name, section in sections().items():
         group = parser.add_argument_group(section_name)
         for key, field in section.model_fields.items():
@@ -158,6 +167,50 @@ def export_openapi(config: ServalConfig, path: Path) -> None:
     path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
 
 
+def download_from_hub(config: ServalConfig, args: argparse.Namespace) -> int:
+    """The ``download`` action: the same download as ``POST /v1/download``, progress in the log."""
+    import asyncio
+
+    from common.downloads import download, plan_download
+    from common.errors import ServalError
+
+    if not args.repo_id:
+        print(
+            "serval: download needs a repository: python main.py download OWNER/NAME",
+            file=sys.stderr,
+        )
+        return 2
+    base = Path(config.lora.lora_dir if args.repo_type == "lora" else config.model.model_dir)
+    base.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> str:
+        plan = await asyncio.to_thread(
+            plan_download,
+            base,
+            args.repo_id,
+            folder_name=args.folder_name,
+            revision=args.revision,
+            token=args.token,
+            include=args.include,
+            exclude=args.exclude,
+        )
+        path = ""
+        async for event in download(plan, interval=1.0):
+            path = event.download_path or path
+        return path
+
+    try:
+        path = asyncio.run(run())
+    except ServalError as exc:
+        print(f"serval: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("serval: download cancelled; nothing was kept", file=sys.stderr)
+        return 130
+    print(f"downloaded into {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -190,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         store.load_or_create()
         print(store.add_api_key())
         return 0
+    if args.action == "download":
+        return download_from_hub(config, args)
     return serve(config)
 
 

@@ -94,7 +94,8 @@ def resolve_model_folder(base: Path, name: str, what: str = "model_name") -> Pat
     return path
 
 
-def _check_safetensors(path: Path) -> None:
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file whose header is unreadable or whose size does not match it."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(8)
@@ -126,4 +127,4 @@ def check_model_folder(path: Path) -> None:
     if not weights and not any(path.glob("*.bin")):
         raise BadRequestError(f"{path.name} holds no weights (*.safetensors).")
     for file in weights:
-        _check_safetensors(file)
+        check_safetensors(file)

@@ -14,7 +14,17 @@ from loguru import logger
 from common.errors import ServalError
 from common.progress import shown_in_console
 from endpoints.console import mount_console
-from endpoints.core import embeddings, health, loras, metrics, models, sampling, templates, tokens
+from endpoints.core import (
+    downloads,
+    embeddings,
+    health,
+    loras,
+    metrics,
+    models,
+    sampling,
+    templates,
+    tokens,
+)
 from endpoints.errors import install_error_handlers
 from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
@@ -90,7 +100,17 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     )
     app.state.serval = state
     install_error_handlers(app, config.network.send_tracebacks)
-    for module in (health, metrics, models, embeddings, loras, tokens, templates, sampling):
+    for module in (
+        health,
+        metrics,
+        models,
+        embeddings,
+        loras,
+        tokens,
+        templates,
+        sampling,
+        downloads,
+    ):
         app.include_router(module.router)
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)

@@ -205,3 +205,36 @@ class EmbeddingLoadRequest(BaseModel):
     embeddings_device: Literal["cpu", "auto", "cuda"] | None = Field(
         None, description="Device (default: embeddings.embeddings_device)."
     )
+
+
+class DownloadRequest(BaseModel):
+    """TabbyAPI's download body; other keys (SillyTavern sends its own) are ignored."""
+
+    repo_id: str = Field(min_length=1, max_length=256, description="owner/name on the hub")
+    repo_type: Literal["model", "lora"] = Field(
+        "model", description="model: saved in model_dir; lora: saved in lora_dir"
+    )
+    folder_name: str | None = Field(
+        None, max_length=255, description="Folder to create (default: the repo's name)."
+    )
+    revision: str | None = Field(None, max_length=256, description="Branch, tag or commit.")
+    token: str | None = Field(None, max_length=1024, description="Hub token for private repos.")
+    include: list[str] = Field(default_factory=list, max_length=64, description="Glob patterns.")
+    exclude: list[str] = Field(default_factory=list, max_length=64, description="Glob patterns.")
+    stream: bool = Field(False, description="Stream progress as SSE instead of waiting.")
+
+
+class DownloadProgressEvent(BaseModel):
+    repo_id: str
+    files: int
+    files_done: int
+    bytes_total: int
+    bytes_done: int
+    bytes_per_second: float
+    file: str | None = None
+    status: Literal["processing", "finished"] = "processing"
+    download_path: str | None = None
+
+
+class DownloadResponse(BaseModel):
+    download_path: str

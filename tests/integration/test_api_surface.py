@@ -48,6 +48,7 @@ ROUTE_LEVELS: dict[tuple[str, str], str] = {
     ("GET", "/v1/lora/list"): API,
     ("POST", "/v1/lora/load"): ADMIN,
     ("POST", "/v1/lora/unload"): ADMIN,
+    ("POST", "/v1/download"): ADMIN,
     ("GET", "/v1/model/embedding"): API,
     ("GET", "/v1/model/embedding/list"): API,
     ("POST", "/v1/model/embedding/load"): ADMIN,
@@ -70,6 +71,7 @@ ROUTE_LEVELS: dict[tuple[str, str], str] = {
 }
 # Routes that would change the shared state of the fuzzing server (they have their own tests).
 NOT_FUZZED = [
+    "/v1/download",
     "/v1/model/load",
     "/v1/model/unload",
     "/v1/template/unload",
