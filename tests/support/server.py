@@ -25,10 +25,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python main.py`` run in ``workdir`` with its own config and keys."""
+    """``python main.py`` run in ``workdir`` with its own config and keys (``entry``: another
+    launcher of main.py, such as the stand-in one for the GPU engines)."""
 
-    def __init__(self, workdir: Path, config: dict, keys: bool = True, env: dict | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict,
+        keys: bool = True,
+        env: dict | None = None,
+        entry: Path = ROOT / "main.py",
+    ):
         self.workdir = workdir
+        self.entry = entry
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +54,7 @@ class ServerProcess:
     def start(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py")],
+            [sys.executable, str(self.entry)],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
