@@ -4,11 +4,12 @@ It has the generator's synchronous interface (``enqueue``, ``iterate``, ``cancel
 ``num_remaining_jobs``, LoRA and page-table resets) and emits results shaped like the real ones,
 with a fixed token sequence instead of a model. What the real generator does around the forward
 pass it does too: it stops on the job's stop tokens and stop strings (holding back text that may
-start a stop string), applies the job's grammar filters (the scripted token when the filter
-allows it, else the lowest allowed id), and returns logits when the job asks, shaped so the
-chosen token is the most likely one. It exists to test Serval's own code around the generator
-on a CPU machine: the worker thread, cancellation, failure recovery, clamping, result reading,
-and the HTTP path on top. Real logits come only from tests/gpu/ and scripts/gpu_check.sh.
+start a stop string), ends drafting jobs ``draft_tokens`` early as ExLlamaV2 does, applies the
+job's grammar filters (the scripted token when the filter allows it, else the lowest allowed
+id), and returns logits when the job asks, shaped so the chosen token is the most likely one.
+It exists to test Serval's own code around the generator on a CPU machine: the worker thread,
+cancellation, failure recovery, clamping, result reading, and the HTTP path on top. Real logits
+come only from tests/gpu/ and scripts/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ScriptedGenerator:
         fail_on_iteration: int | None = None,
         step_seconds: float = 0.0,
         vocab_size: int | None = None,
+        draft_tokens: int = 0,
     ) -> None:
         self.tokens = tokens
         self.piece = piece
@@ -48,6 +50,7 @@ class ScriptedGenerator:
         self.fail_on_iteration = fail_on_iteration
         self.step_seconds = step_seconds
         self.vocab_size = vocab_size or max(tokens) + 1
+        self.draft_tokens = draft_tokens
         self.pending: list[Any] = []
         self.active: list[Any] = []
         self.progress: dict[int, _Progress] = {}
@@ -161,7 +164,7 @@ class ScriptedGenerator:
                 "token_ids": token_ids,
                 **logits,
             }
-        if state.tokens >= job.max_new_tokens:
+        if state.tokens >= job.max_new_tokens - self.draft_tokens:
             self.active.remove(job)
             text = state.text[state.emitted :]
             return {

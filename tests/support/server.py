@@ -52,6 +52,10 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
+        return self.launch().wait_ready(wait_for_model, timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (several servers can start at once)."""
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, str(self.entry)],
@@ -60,6 +64,10 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=self.env,
         )
+        return self
+
+    def wait_ready(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -52,6 +52,7 @@ def _v2_generator(engine: Any) -> ScriptedGenerator:
         capacity=engine.limits.cache_tokens,
         step_seconds=exllamav3_standin.STEP_SECONDS,
         vocab_size=engine.vocab_size,
+        draft_tokens=engine.limits.draft_tokens,
     )
     engine.use_loras(generator)
     return generator
