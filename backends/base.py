@@ -12,12 +12,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from common.errors import UnavailableError, UnsupportedError
 from common.sampling import SamplingParams
 
 FinishReason = Literal["stop", "length"]
+DraftMode = Literal["model", "ngram"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class LoadProgress:
 @dataclass(frozen=True)
 class DraftOptions:
     path: Path | None
-    mode: Literal["model", "ngram"] = "model"
+    mode: DraftMode = "model"
     rope_scale: float = 1.0
     rope_alpha: float | Literal["auto"] | None = None
     cache_mode: str = "FP16"
@@ -90,7 +91,6 @@ class EngineInfo:
     device: str = "cpu"
     draft: str | None = None
     loras: tuple[tuple[str, float], ...] = ()
-    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,25 @@ class Engine(abc.ABC):
 
     The constructor only checks ``options`` (raising :class:`UnsupportedError` for what the
     engine cannot do, before the current model is unloaded); ``load()`` does the work.
+
+    What an engine can do beyond this interface is typed, never a string: ``draft_modes``
+    says which speculative drafts it runs (the constructor refuses the others), and LoRA
+    support is the :class:`LoraEngine` interface, whose methods an engine must implement to
+    claim it.
     """
 
     backend: str = "abstract"
+    draft_modes: ClassVar[frozenset[DraftMode]] = frozenset()
 
     def __init__(self, options: LoadOptions) -> None:
+        draft = options.draft
+        if draft is not None and draft.mode not in self.draft_modes:
+            what = "an n-gram draft (draft_mode)" if draft.mode == "ngram" else "a draft model"
+            raise UnsupportedError(
+                f"The {self.backend} engine does not do speculative decoding with {what}: "
+                "load the model without draft_model_name or draft_mode.",
+                param="draft_model",
+            )
         self.options = options
         self._special: SpecialTokens | None = None
         self._vocab_size = 0
@@ -244,14 +258,18 @@ class Engine(abc.ABC):
     async def cancel_all(self) -> None:
         """Cancel every running and queued job."""
 
-    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
-        """Use ``loras`` (folder, name, scaling) in place of the LoRAs in use:
-        ``{"success": [names], "failure": [names]}``. Called only while no job runs;
-        engines that can do it list ``"loras"`` in ``info().capabilities``."""
-        raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
-
-    async def unload_loras(self) -> None:
-        raise UnsupportedError(f"The {self.backend} engine cannot load LoRAs.")
-
     def extra_info(self) -> dict[str, Any]:
         return {}
+
+
+class LoraEngine(Engine):
+    """An engine that applies LoRA adapters: being one is how an engine says it can."""
+
+    @abc.abstractmethod
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        """Use ``loras`` (folder, name, scaling) in place of the LoRAs in use:
+        ``{"success": [names], "failure": [names]}``. Called only while no job runs."""
+
+    @abc.abstractmethod
+    async def unload_loras(self) -> None:
+        """Stop using every LoRA: the model answers as it did without them."""

@@ -75,20 +75,25 @@ def choose_backend(requested: str | None, model_dir: Path) -> str:
     return backend
 
 
-def create_engine(backend: str, options: LoadOptions) -> Engine:
+def engine_class(backend: str) -> type[Engine]:
+    """The engine class for ``backend``, importing only its module."""
     if backend == "transformers":
         from backends.transformers.engine import TransformersEngine
 
-        return TransformersEngine(options)
+        return TransformersEngine
     if backend == "exllamav2":
         from backends.exllamav2.engine import ExLlamaV2Engine
 
-        return ExLlamaV2Engine(options)
+        return ExLlamaV2Engine
     if backend == "exllamav3":
         from backends.exllamav3.engine import ExLlamaV3Engine
 
-        return ExLlamaV3Engine(options)
+        return ExLlamaV3Engine
     raise BadRequestError(f"Unknown backend {backend!r}")
+
+
+def create_engine(backend: str, options: LoadOptions) -> Engine:
+    return engine_class(backend)(options)
 
 
 def gpu_engines_note() -> str | None:

@@ -27,6 +27,7 @@ from backends.base import (
     GenerationRequest,
     LoadOptions,
     LoadProgress,
+    LoraEngine,
 )
 from backends.registry import choose_backend, create_engine
 from common.admission import Admission
@@ -270,7 +271,7 @@ class ModelContainer:
         """Apply ``loras`` to a freshly loaded ``engine`` (failures are logged); those applied."""
         if not loras:
             return ()
-        if "loras" not in engine.info().capabilities:
+        if not isinstance(engine, LoraEngine):
             logger.error(f"the {engine.backend} engine cannot load LoRAs; none applied")
             return ()
         result = await engine.load_loras(list(loras))
@@ -336,10 +337,10 @@ class ModelContainer:
             finally:
                 self._settled.set()
 
-    def _lora_engine(self) -> Engine:
+    def _lora_engine(self) -> LoraEngine:
         if self.engine is None:
             raise UnavailableError("No model is loaded.")
-        if "loras" not in self.engine.info().capabilities:
+        if not isinstance(self.engine, LoraEngine):
             raise UnsupportedError(f"The {self.engine.backend} engine cannot load LoRAs.")
         return self.engine
 

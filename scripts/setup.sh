@@ -13,7 +13,9 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
+gpu=""
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    gpu=1
     extras="exl2,exl3"
 else
     extras="cpu"
@@ -46,19 +48,43 @@ for extra in ${extras//,/ }; do
 done
 if [ -n "$missing" ]; then
     extras="$(printf '%s,%s' "$extras" "$installed" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
-    say "installing Serval with extras [$extras] (first run takes a few minutes)"
     log="$VENV/.serval-install.log"
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q ".[$extras]" >"$log" 2>&1; then
+    pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >"$log" 2>&1; }
+    # With an NVIDIA driver: a CUDA torch for which the ExLlama engines publish prebuilt wheels
+    # first (no CUDA toolkit needed), unless the venv has a CUDA torch already.
+    if [ -n "$gpu" ] && ! "$VENV/bin/python" -c 'import sys, torch; sys.exit(not torch.version.cuda)' 2>/dev/null; then
+        if torch_args="$("$VENV/bin/python" scripts/gpu_packages.py torch)"; then
+            say "installing $torch_args"
+            # shellcheck disable=SC2086  # torch_args holds several pip arguments
+            if ! pip_install $torch_args; then
+                cat "$log" >&2
+                say "installing torch failed; the log above says why"
+                exit 1
+            fi
+        fi
+    fi
+    say "installing Serval with extras [$extras] (first run takes a few minutes)"
+    if ! pip_install ".[$extras]"; then
         cat "$log" >&2
         say "installation failed; the log above says why"
         exit 1
+    fi
+    if [ -n "$gpu" ]; then
+        # Prebuilt wheels over the PyPI ones, which would compile on first use; each line it
+        # prints on stderr says what is missing where no wheel fits.
+        for url in $("$VENV/bin/python" scripts/gpu_packages.py wheels); do
+            say "installing the prebuilt ${url##*/}"
+            if ! pip_install --no-deps --force-reinstall "$url"; then
+                say "could not install ${url##*/} ($(tail -n 1 "$log")); it compiles on first use instead"
+            fi
+        done
     fi
     case ",$extras," in *,dev,*)
         # The CPU tests run exllamav2's Python code over a stub of its CUDA extension; of its
         # declared dependencies they need none that Serval lacks (pandas and fastparquet are
         # for quantising), so the pinned wheel from the exl2 extra is added without them.
         exl2="$(grep -o '"exllamav2==[^"]*"' pyproject.toml | head -n 1 | tr -d '"')"
-        if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps "$exl2" >"$log" 2>&1; then
+        if ! pip_install --no-deps "$exl2"; then
             cat "$log" >&2
             say "installing $exl2 failed; the log above says why"
             exit 1

@@ -14,19 +14,20 @@ import gc
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from loguru import logger
 
 from backends.base import (
+    DraftMode,
     DraftOptions,
-    Engine,
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
     GenerationStats,
     LoadOptions,
     LoadProgress,
+    LoraEngine,
     SpecialTokens,
     read_outbox,
 )
@@ -90,9 +91,10 @@ class _Sink:
         self._put(error)
 
 
-class ExLlamaEngine(Engine):
+class ExLlamaEngine(LoraEngine):
     """The shared part of the two ExLlama engines; subclasses fill in the library calls."""
 
+    draft_modes: ClassVar[frozenset[DraftMode]] = frozenset({"model", "ngram"})
     tokens_outlive_rewind = False
     library: str = ""
     extension: str = ""
@@ -216,9 +218,6 @@ class ExLlamaEngine(Engine):
             return None
         return "ngram" if draft.mode == "ngram" else (draft.path.name if draft.path else None)
 
-    def capabilities(self) -> frozenset[str]:
-        return frozenset({"grammar", "logprobs", "seed", "banned_strings", "token_healing"})
-
     # ----- set by the subclass's load ---------------------------------------------------------
 
     def settle_tokens(
@@ -319,7 +318,6 @@ class ExLlamaEngine(Engine):
             device="cuda",
             draft=self.draft_name,
             loras=tuple((name, scaling) for name, scaling, _ in self.loras),
-            capabilities=self.capabilities(),
         )
 
     # ----- generation -------------------------------------------------------------------------

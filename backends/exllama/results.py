@@ -1,6 +1,6 @@
 """Turning the result dicts of an ExLlama dynamic generator into :class:`GenerationChunk` objects.
 
-ExLlamaV2 and ExLlamaV3 stream the same shapes (reference/exllama.md, "Result dicts"): a
+ExLlamaV2 and ExLlamaV3 stream the same shapes (docs/exllama.md, section 6): a
 ``started`` and some ``prefill`` results, then ``streaming`` results with ``text`` (absent while
 text is held back) and ``token_ids`` of shape (1, n), optional ``logits`` of shape (1, n, vocab)
 and a final one with ``eos``, ``eos_reason``, counts and timings. When a stop *token* ends the

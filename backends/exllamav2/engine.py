@@ -2,7 +2,7 @@
 generator, driven on a worker thread (see backends/exllama/driver.py).
 
 Without flash-attn >= 2.5.7 the generator runs unpaged: one job at a time (others queue), a
-job may fill the whole cache. Read reference/exllama.md before changing anything here.
+job may fill the whole cache. Read docs/exllama.md before changing anything here.
 """
 
 from __future__ import annotations
@@ -40,6 +40,16 @@ def cache_class(mode: str) -> Any:
     }[cache_mode(mode)]
 
 
+@functools.cache
+def warn_unpaged() -> None:
+    """Once per process: why ExLlamaV2 runs one request at a time, and the fix."""
+    logger.warning(
+        "ExLlamaV2 runs one request at a time here: paged attention, which batching needs, "
+        "requires flash-attn >= 2.5.7, which is not installed; scripts/setup.sh installs a "
+        "prebuilt flash-attn where one fits this torch (docs/exllama.md, Prebuilt wheels)"
+    )
+
+
 def reserve_bytes(reserve_mb: tuple[float, ...]) -> list[int]:
     """Autosplit's VRAM reserve per GPU, in bytes, one entry for every visible GPU."""
     import torch
@@ -69,6 +79,8 @@ class ExLlamaV2Engine(ExLlamaEngine):
 
         options = self.options
         self.paged = bool(has_flash_attn_with_paged)
+        if not self.paged:
+            warn_unpaged()
         chunk = round_down_to_page(options.chunk_size)
         read = read_config(
             options.path,

@@ -35,7 +35,7 @@ def read_config(
 
     ``prepare()`` overwrites ``max_seq_len`` from config.json, so everything is set after it.
     Without flash-attn, ExLlamaV2 0.3.2's torch SDPA path is not causal for multi-token passes
-    (prefill chunks, draft verification), so SDPA is turned off (reference/exllama.md, 0.2).
+    (prefill chunks, draft verification), so SDPA is turned off (docs/exllama.md, section 2).
     """
     from exllamav2 import ExLlamaV2Config
 

@@ -14,12 +14,12 @@ from loguru import logger
 
 from backends import compute
 from backends.base import (
-    Engine,
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
     LoadOptions,
     LoadProgress,
+    LoraEngine,
     SpecialTokens,
     read_outbox,
 )
@@ -30,7 +30,6 @@ from common.errors import (
     ConflictError,
     ContextLengthError,
     UnavailableError,
-    UnsupportedError,
 )
 from common.grammar import parser_limits
 from common.sampling import SamplingParams
@@ -69,16 +68,10 @@ def _id_list(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(LoraEngine):
     backend = "transformers"
 
     def __init__(self, options: LoadOptions) -> None:
-        if options.draft is not None:
-            raise UnsupportedError(
-                "The transformers engine does not do speculative decoding: load the model "
-                "without a draft model (draft_model_name) or draft_mode.",
-                param="draft_model",
-            )
         super().__init__(options)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = pick_dtype(options.dtype, self.device)
@@ -324,7 +317,6 @@ class TransformersEngine(Engine):
             dtype=self._dtype_name,
             device=self.device.type,
             loras=self._loras,
-            capabilities=frozenset({"samplers", "grammar", "logprobs", "seed", "loras"}),
         )
 
     # ----- generation -----------------------------------------------------------------------

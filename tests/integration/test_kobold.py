@@ -3,59 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from tests.support.kobold import check, generate, stream_events, token_ids
 from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
 
 FIXTURES = ROOT / "tests" / "fixtures" / "kobold_clients"
 PROMPT = "Once upon a time"
 OTHER_KEY = "second-api-key-for-kobold-tests-42"
-# How Kobold Lite reads SSE (kobold_api_stream_sse): LF line ends, "event:" before "data:".
-LITE_EVENT = re.compile(r"^event: ([^\r\n]*)\ndata: ([^\r\n]*)\n\n", re.M)
 # Enough tokens that a generation is still running while a test acts on it.
 LONG = {"max_length": 2000, "use_default_badwordsids": True, "temperature": 0}
-
-
-def stream_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    buffer = ""
-    for text in response.iter_text():
-        buffer += text
-        while match := LITE_EVENT.search(buffer):
-            assert match.group(1) == "message"
-            buffer = buffer[match.end() :]
-            yield json.loads(match.group(2))
-    assert "data:" not in buffer, f"an event Kobold Lite cannot read: {buffer!r}"
-
-
-def generate(client: httpx.Client, body: dict[str, Any], path: str = "/api/v1/generate") -> dict:
-    response = client.post(path, json=body)
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
-    assert len(results) == 1
-    return results[0]
-
-
-def check(client: httpx.Client, genkey: str | None) -> str:
-    body = {"genkey": genkey} if genkey else None
-    response = client.post("/api/extra/generate/check", json=body)
-    assert response.status_code == 200, response.text
-    return response.json()["results"][0]["text"]
-
-
-def token_ids(client: httpx.Client, text: str, special: bool) -> list[int]:
-    counted = client.post("/api/extra/tokencount", json={"prompt": text, "special": special})
-    assert counted.status_code == 200, counted.text
-    data = counted.json()
-    assert data["value"] == len(data["ids"])
-    return data["ids"]
 
 
 @pytest.fixture
@@ -79,24 +42,6 @@ def other_key(server: ServerProcess) -> Iterator[str]:
         deadline = time.monotonic() + 5
         while status() != 401 and time.monotonic() < deadline:
             time.sleep(0.2)
-
-
-def test_blocking_latest_and_streamed_generations_agree(server: ServerProcess) -> None:
-    body = {"prompt": PROMPT, "max_length": 8, "temperature": 0, "use_default_badwordsids": True}
-    with server.client() as client:
-        result = generate(client, body)
-        assert generate(client, body, "/api/latest/generate") == result
-        with client.stream("POST", "/api/extra/generate/stream", json=body) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            events = list(stream_events(response))
-        prompt_tokens = len(token_ids(client, PROMPT, special=True))
-    assert result["text"].strip()
-    assert result["finish_reason"] == "length"
-    assert (result["prompt_tokens"], result["completion_tokens"]) == (prompt_tokens, 8)
-    assert "".join(event["token"] for event in events) == result["text"]
-    assert [event["finish_reason"] for event in events[:-1]] == [None] * (len(events) - 1)
-    assert events[-1]["finish_reason"] == "length"
 
 
 def test_stop_sequence_stays_in_the_text_unless_trim_stop(server: ServerProcess) -> None:
@@ -145,56 +90,6 @@ def test_max_context_length_cuts_the_prompt_from_the_left(server: ServerProcess)
     assert cut["prompt_tokens"] == with_memory["prompt_tokens"] == 64 - 8
     assert cut["text"] == expected
     assert with_memory["text"] == expected_with_memory
-
-
-def test_check_and_abort_a_running_stream_from_a_second_client(server: ServerProcess) -> None:
-    body = {"prompt": PROMPT, **LONG, "genkey": "kobold-test-stream"}
-    with server.client() as streamer, server.client() as other:
-        with streamer.stream("POST", "/api/extra/generate/stream", json=body) as response:
-            events = stream_events(response)
-            received = ""
-            for event in events:
-                received += event["token"]
-                if len(received) > 20:
-                    break
-            partial = check(other, "kobold-test-stream")
-            started = time.monotonic()
-            aborted = other.post("/api/extra/abort", json={"genkey": "kobold-test-stream"})
-            rest = list(events)
-        stopped_in = time.monotonic() - started
-        after = other.get("/api/extra/generate/check", params={"genkey": "kobold-test-stream"})
-        again = other.post("/api/extra/abort", json={"genkey": "kobold-test-stream"})
-    assert partial.startswith(received)
-    assert aborted.json() == {"success": True, "done": True}
-    assert rest[-1] == {"token": "", "finish_reason": "abort"}
-    streamed = received + "".join(event["token"] for event in rest)
-    assert after.json() == {"results": [{"text": streamed}]}
-    assert stopped_in < 5
-    assert again.json()["success"] is False
-
-
-def test_abort_returns_a_blocking_generation_with_its_text_so_far(server: ServerProcess) -> None:
-    body = {"prompt": PROMPT, **LONG, "genkey": "kobold-test-blocking"}
-
-    def blocking() -> httpx.Response:
-        with server.client() as client:
-            return client.post("/api/v1/generate", json=body)
-
-    with ThreadPoolExecutor(1) as pool, server.client() as other:
-        future = pool.submit(blocking)
-        partial, deadline = "", time.monotonic() + 30
-        while not partial and time.monotonic() < deadline:
-            time.sleep(0.05)
-            partial = check(other, "kobold-test-blocking")
-        aborted = other.post("/api/extra/abort", json={"genkey": "kobold-test-blocking"})
-        response = future.result(timeout=10)
-    assert partial
-    assert aborted.json()["success"] is True
-    assert response.status_code == 200, response.text
-    result = response.json()["results"][0]
-    assert result["finish_reason"] == "abort"
-    assert result["text"].startswith(partial)
-    assert 0 < result["completion_tokens"] < LONG["max_length"]
 
 
 def test_another_key_cannot_read_or_abort_a_genkey(server: ServerProcess, other_key: str) -> None:

@@ -386,21 +386,6 @@ def test_an_inline_switch_while_four_requests_stream(tiny_server: ServerProcess)
     assert httpx.get(f"{tiny_server.url}/health").status_code == 200
 
 
-def test_the_cpu_engine_refuses_a_draft_model_before_unloading(
-    tiny_server: ServerProcess,
-) -> None:
-    before = loaded(tiny_server)["id"]
-    body = {"model_name": "tiny-b", "draft_model": {"draft_model_name": "tiny-a"}}
-    with tiny_server.admin() as admin:
-        response = admin.post("/v1/model/load", json=body)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["code"] == "unsupported"
-    assert "draft" in error["message"]
-    assert loaded(tiny_server)["id"] == before
-    assert complete(tiny_server, None).status_code == 200
-
-
 def test_the_server_serves_without_its_embedding_model(tiny_server: ServerProcess) -> None:
     assert httpx.get(f"{tiny_server.url}/health").status_code == 200
     with tiny_server.client() as client:

@@ -25,10 +25,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python main.py`` run in ``workdir`` with its own config and keys."""
+    """``python main.py`` run in ``workdir`` with its own config and keys (``entry``: another
+    launcher of main.py, such as the stand-in one for the GPU engines)."""
 
-    def __init__(self, workdir: Path, config: dict, keys: bool = True, env: dict | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict,
+        keys: bool = True,
+        env: dict | None = None,
+        entry: Path = ROOT / "main.py",
+    ):
         self.workdir = workdir
+        self.entry = entry
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -43,14 +52,22 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
+        return self.launch().wait_ready(wait_for_model, timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (several servers can start at once)."""
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py")],
+            [sys.executable, str(self.entry)],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
         )
+        return self
+
+    def wait_ready(self, wait_for_model: bool = True, timeout: float = 120) -> ServerProcess:
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

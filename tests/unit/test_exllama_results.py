@@ -1,7 +1,7 @@
 """Reading the result dicts of an ExLlama generator into chunks.
 
 The dicts are shaped as ExLlamaV2 0.3.2 and ExLlamaV3 1.6.5 emit them (recorded on an H100,
-see reference/exllama.md, "Result dicts"); the reader is Serval's own code.
+see docs/exllama.md, section 6); the reader is Serval's own code.
 """
 
 from __future__ import annotations

@@ -1,0 +1,43 @@
+"""What each engine advertises is what it implements: LoRA support is the LoraEngine interface
+(its methods), drafting is ``draft_modes`` (the constructor refuses the other modes)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from backends.base import DraftOptions, LoadOptions, LoraEngine
+from backends.registry import ENGINES, engine_class
+from common.errors import UnsupportedError
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_an_engine_claims_loras_exactly_when_it_implements_them(backend: str) -> None:
+    cls = engine_class(backend)
+    assert not inspect.isabstract(cls), f"{cls.__name__} leaves abstract methods"
+    implements = all(hasattr(cls, name) for name in ("load_loras", "unload_loras"))
+    assert issubclass(cls, LoraEngine) == implements
+    assert issubclass(cls, LoraEngine), f"every engine Serval ships applies LoRAs ({backend})"
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+@pytest.mark.parametrize("mode", ["model", "ngram"])
+def test_draft_settings_are_refused_exactly_where_not_advertised(
+    backend: str, mode: str, tmp_path: Path
+) -> None:
+    cls = engine_class(backend)
+    options = LoadOptions(path=tmp_path, name="m", draft=DraftOptions(path=tmp_path, mode=mode))
+    if mode in cls.draft_modes:
+        cls(options)  # accepted: the load itself needs the library and a GPU
+    else:
+        with pytest.raises(UnsupportedError, match="speculative decoding") as refused:
+            cls(options)
+        assert refused.value.param == "draft_model"
+
+
+def test_the_gpu_engines_draft_and_the_cpu_engine_does_not() -> None:
+    assert engine_class("exllamav2").draft_modes == {"model", "ngram"}
+    assert engine_class("exllamav3").draft_modes == {"model", "ngram"}
+    assert engine_class("transformers").draft_modes == frozenset()
