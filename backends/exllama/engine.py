@@ -18,6 +18,7 @@ from typing import Any
 
 from loguru import logger
 
+from backends import grammar_threads
 from backends.base import (
     DraftOptions,
     Engine,
@@ -363,8 +364,10 @@ class ExLlamaEngine(Engine):
             stats = GenerationStats(prompt_tokens=len(request.prompt_ids), completion_tokens=0)
             yield GenerationChunk(finish_reason="length", stats=stats)
             return
-        if request.grammar is not None:
-            job = await asyncio.to_thread(self.build_job, request, max_new)
+        if request.grammar is not None:  # compiles the grammar: on a big-stack grammar thread
+            job = await grammar_threads.run(
+                self.build_job, request, max_new, timeout=request.grammar.build_timeout
+            )
         else:
             job = self.build_job(request, max_new)
         sink = _Sink(self.reader_for(request), asyncio.get_running_loop())
