@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -33,13 +34,18 @@ from common.errors import GrammarError
 T = TypeVar("T")
 
 STACK_BYTES = 512 << 20
-WORKERS = 2
+# Grammar work takes at most half the cores (one on a 2-core machine), so the compute thread
+# always has the rest: a costly grammar slows grammar requests, never everyone.
+WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 
 # Bounds inside llguidance (its defaults, tightened). The step limits bound the time of one
-# mask computation: a grammar that needs more fails its own job, never the batch.
+# mask computation: a grammar that needs more fails its own job, never the batch. The initial
+# fuel bounds the lexer work of a matcher's first mask (paid on a grammar thread, see
+# build_matcher): measured on 2 busy cores, 1,000,000 (llguidance's default) let one regex
+# (``a{1000000}``) take 2.2 s; 200,000 takes 0.3 s, and every grammar Serval writes fits.
 PARSER_LIMITS: dict[str, int | bool] = dict(
     max_items_in_row=2000,
-    initial_lexer_fuel=1_000_000,
+    initial_lexer_fuel=200_000,
     step_lexer_fuel=200_000,
     step_max_items=50_000,
     max_lexer_states=50_000,

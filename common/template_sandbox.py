@@ -35,7 +35,9 @@ MAX_TEXT_CHARS = 4_000_000  # the longest string (and rendered prompt) a templat
 MAX_SEQUENCE_ITEMS = 1_000_000  # the longest list or range
 MAX_WRITTEN_ITEMS = 200_000  # the most items a list or dict may have when written out as text
 MAX_INT_BITS = 1_000_000  # the largest integer a template may compute
-MAX_WRAP_CHARS = 100_000  # wordwrap is slow: the longest text it may wrap
+MAX_WRAP_CHARS = (
+    20_000  # wordwrap is slow Python (~0.2 s for this much): the longest text it may wrap
+)
 MAX_JSON_INDENT = 16
 MAX_LIPSUM = 100  # paragraphs, and words per paragraph
 TICK_FILTER = "serval_ticking"
