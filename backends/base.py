@@ -99,6 +99,7 @@ class GrammarSpec:
 
     grammar: str
     description: str
+    build_timeout: float = 10.0  # seconds the engine may take to build its matcher
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
@@ -11,7 +10,7 @@ from typing import Any
 
 from backends.base import SpecialTokens
 from common.errors import BadRequestError, TemplateError
-from common.templating import ChatTemplate
+from common.templating import ChatTemplate, run_render
 from common.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
 from common.tools.prompt import plain_tool_messages, shorten_call_ids
 
@@ -136,7 +135,7 @@ async def render_prompt(
     template: ChatTemplate, chat: ChatPrompt, special: SpecialTokens, timeout: float
 ) -> str:
     """The prompt text for ``chat``, rendered off the event loop within ``timeout`` seconds."""
-    return await asyncio.to_thread(_render, template, chat, special, timeout)
+    return await run_render(_render, template, chat, special, timeout, timeout=timeout)
 
 
 def add_bos_for(prompt: str, special: SpecialTokens) -> bool:

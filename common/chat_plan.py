@@ -14,7 +14,7 @@ from backends.base import Engine, GrammarSpec
 from common.chat_output import ChatOutputParser
 from common.config import ModelConfig
 from common.errors import GrammarError
-from common.grammar import build_grammar
+from common.grammar import DEFAULT_BOUNDS, GrammarBounds, build_grammar
 from common.reasoning import ReasoningSplitter, prompt_opens_reasoning
 from common.reasoning_budget import ReasoningBudget
 from common.tools.choice import ToolChoice
@@ -35,6 +35,7 @@ class Constraints:
     json_schema: dict[str, Any] | None = None
     regex_pattern: str | None = None
     grammar_string: str | None = None
+    bounds: GrammarBounds = DEFAULT_BOUNDS
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,16 @@ def output_grammar(
                 "response_format).",
                 param="tool_choice",
             )
-        return tool_call_grammar(fmt, choice, special_id, reasoning, constraints.json_schema)
+        return tool_call_grammar(
+            fmt, choice, special_id, reasoning, constraints.json_schema, constraints.bounds
+        )
     if reasoning is not None and constraints.json_schema:
-        return answer_grammar(constraints.json_schema, special_id, reasoning)
+        return answer_grammar(constraints.json_schema, special_id, reasoning, constraints.bounds)
     return build_grammar(
-        constraints.json_schema, constraints.regex_pattern, constraints.grammar_string
+        constraints.json_schema,
+        constraints.regex_pattern,
+        constraints.grammar_string,
+        constraints.bounds,
     )
 
 
@@ -115,7 +121,8 @@ def generation_controls(
 ) -> tuple[GrammarSpec | None, ReasoningBudget | None]:
     """The grammar of the answer, and the reasoning budget (None: no limit, or no reasoning).
 
-    Blocking (grammars are compiled and checked): call it from a worker thread.
+    Blocking (grammars are compiled and checked): call it through
+    :func:`common.grammar.compile_grammar`.
     """
 
     def special_id(text: str) -> int | None:

@@ -211,6 +211,27 @@ class LimitsConfig(Section):
     template_timeout: float = Field(
         2.0, gt=0, description="Seconds a chat template may take to render."
     )
+    grammar_max_chars: int = Field(
+        200_000,
+        ge=1,
+        le=1_000_000,
+        description="Longest grammar, regex or JSON schema (as JSON text), in characters.",
+    )
+    grammar_max_rules: int = Field(
+        2_000,
+        ge=1,
+        le=20_000,
+        description="Most rules in a grammar (Lark/GBNF rules; subschemas of a JSON schema).",
+    )
+    grammar_max_depth: int = Field(
+        64, ge=1, le=500, description="Deepest nesting of a JSON schema or of groups in a regex."
+    )
+    grammar_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds compiling a request's grammar (and building its matcher) may take.",
+    )
 
 
 class DeveloperConfig(Section):

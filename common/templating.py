@@ -7,108 +7,49 @@ too long, builds huge strings or reads attributes it should not is stopped with 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from common.errors import NotFoundError, TemplateError
 from common.paths import safe_child
+from common.template_sandbox import (
+    MAX_TEXT_CHARS,
+    BudgetedEnvironment,
+    RenderBudget,
+    TemplateTimeout,
+)
+
+T = TypeVar("T")
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
-MAX_OUTPUT_CHARS = 4_000_000
-MAX_SEQUENCE_ITEMS = 1_000_000
+# Renders run on their own few threads, never the default pool that model loads and file reads
+# use: a render that overruns its budget inside one long step is abandoned there, and at
+# worst these threads are busy, not the server.
+RENDER_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="serval-template")
+ABANDON_AFTER = 1.0  # seconds past its budget after which the caller stops waiting for a render
 
 
-class TemplateTimeout(Exception):
-    pass
-
-
-class _Budget:
-    """A deadline shared by everything one render does."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.seconds = seconds
-
-    def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TemplateTimeout(f"the template ran longer than {self.seconds:g} s")
-
-
-class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
-    """A sandbox that checks the render's budget on every call and bounds big operations."""
-
-    intercepted_binops = frozenset({"*", "**", "+"})
-    _local = threading.local()
-
-    @property
-    def budget(self) -> _Budget | None:
-        return getattr(self._local, "budget", None)
-
-    @budget.setter
-    def budget(self, value: _Budget | None) -> None:
-        self._local.budget = value
-
-    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        self._tick()
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        self._tick()
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        self._tick()
-        return super().getitem(obj, argument)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        self._tick()
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
-            raise TemplateError("Template error: exponent too large")
-        if operator == "*":
-            sequence, times = (left, right) if isinstance(right, int) else (right, left)
-            sized = isinstance(sequence, str | list | tuple) and isinstance(times, int)
-            if sized and len(sequence) * times > MAX_OUTPUT_CHARS:
-                raise TemplateError("Template error: sequence repetition too large")
-        return super().call_binop(context, operator, left, right)
-
-    def _tick(self) -> None:
-        if self.budget is not None:
-            self.budget.check()
-
-
-def _budgeted_range(env: _BudgetedEnvironment) -> Any:
-    def budgeted_range(*args: int) -> Iterator[int]:
-        values = range(*args)
-        if len(values) > MAX_SEQUENCE_ITEMS:
-            raise TemplateError("Template error: range too large")
-        for index, value in enumerate(values):
-            if index % 256 == 0:
-                env._tick()
-            yield value
-
-    return budgeted_range
-
-
-def _raise_exception(message: str) -> None:
-    raise TemplateError(f"Template error: {message}")
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+async def run_render(work: Callable[..., T], *args: Any, timeout: float) -> T:
+    """``work(*args)`` (a render with a ``timeout`` budget) on the template threads; a
+    :class:`TemplateError` if it has not returned shortly after its budget."""
+    future = asyncio.get_running_loop().run_in_executor(
+        RENDER_THREADS, functools.partial(work, *args)
+    )
+    try:
+        return await asyncio.wait_for(future, timeout + ABANDON_AFTER)
+    except TimeoutError:
+        raise TemplateError(
+            f"Template error: the template ran longer than {timeout:g} s",
+            code="template_timeout",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -118,17 +59,11 @@ class ChatTemplate:
     name: str
     source: str
     _template: jinja2.Template
-    _env: _BudgetedEnvironment
+    _env: BudgetedEnvironment
 
     @classmethod
     def from_string(cls, source: str, name: str = "custom") -> ChatTemplate:
-        env = _BudgetedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols], autoescape=False
-        )
-        env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = _strftime_now
-        env.globals["range"] = _budgeted_range(env)
-        env.filters["tojson"] = _tojson
+        env = BudgetedEnvironment()
         try:
             template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
@@ -138,9 +73,9 @@ class ChatTemplate:
     def render(self, variables: dict[str, Any], timeout: float = 2.0) -> str:
         """Render with ``variables``; raises :class:`TemplateError` with the template's message.
 
-        Blocking: call it from a worker thread (``asyncio.to_thread``).
+        Blocking: ``common.chat.render_prompt`` calls it on the template threads.
         """
-        budget = _Budget(timeout)
+        budget = RenderBudget(timeout)
         self._env.budget = budget
         pieces: list[str] = []
         size = 0
@@ -148,7 +83,7 @@ class ChatTemplate:
             for piece in self._template.generate(**variables):
                 pieces.append(piece)
                 size += len(piece)
-                if size > MAX_OUTPUT_CHARS:
+                if size > MAX_TEXT_CHARS:
                     raise TemplateError("Template error: the rendered prompt is too large")
                 budget.check()
         except TemplateError:

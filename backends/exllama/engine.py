@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from loguru import logger
 
+from backends import grammar_threads
 from backends.base import (
     DraftMode,
     DraftOptions,
@@ -361,8 +362,10 @@ class ExLlamaEngine(LoraEngine):
             stats = GenerationStats(prompt_tokens=len(request.prompt_ids), completion_tokens=0)
             yield GenerationChunk(finish_reason="length", stats=stats)
             return
-        if request.grammar is not None:
-            job = await asyncio.to_thread(self.build_job, request, max_new)
+        if request.grammar is not None:  # compiles the grammar: on a big-stack grammar thread
+            job = await grammar_threads.run(
+                self.build_job, request, max_new, timeout=request.grammar.build_timeout
+            )
         else:
             job = self.build_job(request, max_new)
         sink = _Sink(self.reader_for(request), asyncio.get_running_loop())

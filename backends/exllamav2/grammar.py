@@ -17,8 +17,7 @@ import torch
 from exllamav2.generator.filters import ExLlamaV2Filter
 from loguru import logger
 
-from common.errors import GrammarError
-from common.grammar import parser_limits
+from backends.grammar_threads import build_matcher
 
 
 def make_ll_tokenizer(
@@ -45,9 +44,7 @@ class GrammarFilter(ExLlamaV2Filter):
         self.ll_tokenizer = ll_tokenizer
         self.grammar = grammar
         self.eos_ids = list(eos_ids)
-        self.matcher = llguidance.LLMatcher(ll_tokenizer, grammar, limits=parser_limits())
-        if self.matcher.is_error():
-            raise GrammarError(f"Invalid grammar: {self.matcher.get_error()}")
+        self.matcher = build_matcher(ll_tokenizer, grammar)
         self.allowed: torch.Tensor | None = None
 
     def clone(self, c: Any = None) -> GrammarFilter:

@@ -36,7 +36,7 @@ from backends.transformers.samplers import (
     apply_transforms,
     choose_token,
 )
-from common.errors import GenerationError, ServalError, UnavailableError
+from common.errors import GenerationError, UnavailableError
 
 Emit = Callable[[GenerationChunk | BaseException], None]
 # After sequences join, the compute thread pauses this long (seconds) so the event loop can send
@@ -93,7 +93,6 @@ class BatchScheduler:
         model: Any,
         decode: Callable[[list[int]], str],
         piece: Callable[[int], str],
-        make_matcher: Callable[[str], Any],
         device: torch.device,
         max_batch_size: int,
         chunk_size: int,
@@ -103,7 +102,6 @@ class BatchScheduler:
         self.vocab = vocab
         self.decode = decode
         self.piece = piece
-        self.make_matcher = make_matcher
         self.device = device
         self.max_batch_size = max_batch_size
         self.chunk_size = chunk_size
@@ -117,7 +115,11 @@ class BatchScheduler:
 
     # ----- called from the event loop -------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, emit: Emit, eos_ids: frozenset[int]) -> Sequence:
+    def submit(
+        self, request: GenerationRequest, emit: Emit, eos_ids: frozenset[int], matcher: Any = None
+    ) -> Sequence:
+        """Queue ``request``; ``matcher``: its grammar's llguidance matcher, built beforehand
+        (never on the compute thread: a costly grammar would stall every row's step)."""
         params = request.params
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         context = SamplerContext(
@@ -135,6 +137,7 @@ class BatchScheduler:
             context=context,
             decoder=IncrementalDecoder(self.decode, request.prompt_ids),
             gate=TextGate(request.stop_strings, params.banned_strings),
+            matcher=matcher,
         )
         self._inbox.put(sequence)
         self._kick()
@@ -226,20 +229,11 @@ class BatchScheduler:
         self.batch = BatchCache()
 
     def _start(self, sequence: Sequence) -> bool:
-        """Begin a waiting sequence's prefill; False (and it is gone) if its grammar fails."""
+        """Begin a waiting sequence's prefill."""
         sequence.prefill_started = time.perf_counter()
         sequence.prefill_cache = DynamicCache()
         if sequence.request.prompt_logprobs:
             sequence.prompt_logprobs = [None]
-        if sequence.request.grammar is None:
-            return True
-        try:
-            sequence.matcher = self.make_matcher(sequence.request.grammar.grammar)
-        except Exception as exc:  # a grammar the tokenizer cannot serve fails its job only
-            self.waiting.remove(sequence)
-            sequence.finished = True
-            sequence.emit(exc if isinstance(exc, ServalError) else GenerationError(str(exc)))
-            return False
         return True
 
     def _prefill(self) -> bool:

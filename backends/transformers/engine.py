@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from loguru import logger
 
-from backends import compute
+from backends import compute, grammar_threads
 from backends.base import (
     EngineInfo,
     GenerationChunk,
@@ -31,7 +31,6 @@ from common.errors import (
     ContextLengthError,
     UnavailableError,
 )
-from common.grammar import parser_limits
 from common.sampling import SamplingParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,7 +100,6 @@ class TransformersEngine(LoraEngine):
             model=self.model,
             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
             piece=self.token_piece,
-            make_matcher=self._make_matcher,
             device=self.device,
             max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
             chunk_size=self.prefill_chunk,
@@ -322,17 +320,14 @@ class TransformersEngine(LoraEngine):
     # ----- generation -----------------------------------------------------------------------
 
     def _make_matcher(self, grammar: str) -> Any:
-        import llguidance
+        """The request's llguidance matcher (on a grammar thread: see grammar_threads)."""
         import llguidance.hf
 
         if self._ll_tokenizer is None:
             self._ll_tokenizer = llguidance.hf.from_tokenizer(
                 self.tokenizer, n_vocab=self._vocab_size, eos_token=self.special_tokens.eos_ids[0]
             )
-        matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar, limits=parser_limits())
-        if matcher.is_error():
-            raise BadRequestError(f"Invalid grammar: {matcher.get_error()}")
-        return matcher
+        return grammar_threads.build_matcher(self._ll_tokenizer, grammar)
 
     @property
     def active_jobs(self) -> int:
@@ -353,9 +348,15 @@ class TransformersEngine(LoraEngine):
             )
         if not request.prompt_ids:
             raise BadRequestError("The prompt is empty.", param="prompt")
+        matcher = None
+        if request.grammar is not None:  # built before the job joins, off the compute thread
+            matcher = await grammar_threads.run(
+                self._make_matcher, request.grammar.grammar, timeout=request.grammar.build_timeout
+            )
         outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         emit = emitter(asyncio.get_running_loop(), outbox)
-        sequence = scheduler.submit(request, emit, frozenset(self.special_tokens.eos_ids))
+        eos_ids = frozenset(self.special_tokens.eos_ids)
+        sequence = scheduler.submit(request, emit, eos_ids, matcher)
         try:
             async for chunk in read_outbox(outbox):
                 yield chunk

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Engine, GrammarSpec
-from common.grammar import JSON_OPTIONS, from_tool_grammar
+from common.grammar import (
+    DEFAULT_BOUNDS,
+    JSON_OPTIONS,
+    GrammarBounds,
+    check_schema,
+    from_tool_grammar,
+)
 from common.tools.choice import FunctionSpec, ToolChoice
 from common.tools.formats import ToolFormat
 from common.tools.hermes import CLOSE as HERMES_CLOSE
@@ -188,12 +194,17 @@ def tool_call_grammar(
     special_id: SpecialId,
     reasoning: ReasoningSyntax | None = None,
     answer_schema: dict[str, Any] | None = None,
+    bounds: GrammarBounds = DEFAULT_BOUNDS,
 ) -> GrammarSpec:
     """The grammar for a request whose ``choice`` is :attr:`ToolChoice.constrained`.
 
     With ``answer_schema`` (a ``response_format``) and ``auto``, the answer is either calls
     or JSON that follows that schema.
     """
+    for function in choice.functions:
+        check_schema(function.parameters or ANY_OBJECT, bounds, f"schema of {function.name!r}")
+    if answer_schema:
+        check_schema(answer_schema, bounds)
     lark = _Lark(special_id)
     prefix = _reasoning(lark, reasoning) if reasoning else ""
     if choice.forced:
@@ -204,13 +215,17 @@ def tool_call_grammar(
         body = f"({_json(answer_schema, JSON_OPTIONS)} | {calls})"
     else:
         body = _text_or_calls(lark, fmt, choice)
-    return from_tool_grammar(lark.source(prefix + body))
+    return from_tool_grammar(lark.source(prefix + body), bounds)
 
 
 def answer_grammar(
-    json_schema: dict[str, Any], special_id: SpecialId, reasoning: ReasoningSyntax
+    json_schema: dict[str, Any],
+    special_id: SpecialId,
+    reasoning: ReasoningSyntax,
+    bounds: GrammarBounds = DEFAULT_BOUNDS,
 ) -> GrammarSpec:
     """A JSON answer after the reasoning block, so the schema does not bind the thinking."""
+    check_schema(json_schema, bounds)
     lark = _Lark(special_id)
     prefix = _reasoning(lark, reasoning)
-    return from_tool_grammar(lark.source(prefix + _json(json_schema, JSON_OPTIONS)))
+    return from_tool_grammar(lark.source(prefix + _json(json_schema, JSON_OPTIONS)), bounds)

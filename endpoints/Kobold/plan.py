@@ -7,7 +7,6 @@ the jobs are built by ``common/generation.py`` like every other API's.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
@@ -22,7 +21,7 @@ from common.generation import (
     seeded,
     unsupported_report,
 )
-from common.grammar import build_grammar
+from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
 from common.sampling import SamplingParams, resolve
 from endpoints.Kobold.jobs import Update
@@ -116,8 +115,14 @@ class KoboldPlan:
 
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
         params = self.params
-        grammar = await asyncio.to_thread(
-            build_grammar, params.json_schema, params.regex_pattern, params.grammar_string
+        bounds = GrammarBounds.from_limits(self.state.config.limits)
+        grammar = await compile_grammar(
+            build_grammar,
+            params.json_schema,
+            params.regex_pattern,
+            params.grammar_string,
+            bounds,
+            bounds=bounds,
         )
         return [
             build_request(

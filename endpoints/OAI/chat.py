@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from common.generation import (
     merge_streams,
     seeded,
 )
+from common.grammar import GrammarBounds, compile_grammar
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
 from common.sampling import resolve
@@ -160,9 +160,15 @@ async def _jobs(
         schema_of(body.response_format) or params.json_schema,
         params.regex_pattern,
         params.grammar_string,
+        GrammarBounds.from_limits(state.config.limits),
     )
-    grammar, budget = await asyncio.to_thread(
-        generation_controls, plan.output, constraints, engine, _budget_tokens(body, state)
+    grammar, budget = await compile_grammar(
+        generation_controls,
+        plan.output,
+        constraints,
+        engine,
+        _budget_tokens(body, state),
+        bounds=constraints.bounds,
     )
     if budget is not None:
         plan.runner = BudgetedRunner(lease, budget)

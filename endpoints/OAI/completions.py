@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from common.generation import (
     merge_streams,
     seeded,
 )
-from common.grammar import build_grammar
+from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
 from common.sampling import SamplingParams, resolve
 from endpoints.dependencies import get_state, require_api
@@ -76,6 +75,7 @@ class _Plan:
             schema_of(body.response_format) or params.json_schema,
             params.regex_pattern,
             params.grammar_string,
+            GrammarBounds.from_limits(state.config.limits),
         )
         self.body = body
         self.engine = engine
@@ -89,7 +89,9 @@ class _Plan:
         self.created = now()
 
     async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
-        grammar = await asyncio.to_thread(build_grammar, *self.grammar_args)
+        grammar = await compile_grammar(
+            build_grammar, *self.grammar_args, bounds=self.grammar_args[-1]
+        )
         body = self.body
         jobs = []
         for prompt_index, ids in enumerate(self.prompt_ids):
