@@ -92,6 +92,7 @@ def serve(config: ServalConfig) -> int:
     from common.errors import ServalError
     from common.model import ModelContainer
     from common.sampling import load_preset
+    from endpoints.protocol import with_header_timeout
     from endpoints.server import create_app
     from endpoints.state import ServerState
 
@@ -138,6 +139,8 @@ def serve(config: ServalConfig) -> int:
         app,
         host=network.host,
         port=network.port,
+        http=with_header_timeout(network.header_timeout),
+        limit_concurrency=network.max_connections,
         log_config=None,
         access_log=False,
         timeout_keep_alive=30,
