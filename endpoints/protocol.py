@@ -74,4 +74,8 @@ class HeaderDeadlineProtocol(H11Protocol):
 
 def with_header_timeout(seconds: float) -> type[HeaderDeadlineProtocol]:
     """The protocol class to give ``uvicorn.run(http=...)`` for a deadline of ``seconds``."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": seconds})
+
+    class Configured(HeaderDeadlineProtocol):
+        header_timeout = seconds
+
+    return Configured
