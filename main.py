@@ -101,6 +101,7 @@ def serve(config: ServalConfig) -> int:
     from common.errors import ServalError
     from common.model import ModelContainer
     from common.sampling import load_preset
+    from endpoints.protocol import with_header_timeout
     from endpoints.server import create_app
     from endpoints.state import ServerState
 
@@ -129,11 +130,10 @@ def serve(config: ServalConfig) -> int:
             print(f"serval: cannot use {KEYS_FILE}: {exc}", file=sys.stderr)
             return 1
         if created:
-            print(f"New keys were written to {KEYS_FILE.resolve()} (shown once):")
-        for line in describe_keys(store.keys, reveal=created):
-            logger.info(line) if not created else print(f"  {line}")
-        if not created:
-            logger.info(f"keys are in {KEYS_FILE.resolve()}")
+            logger.info(f"new random keys were written to {KEYS_FILE.resolve()} (mode 0600)")
+        for line in describe_keys(store.keys):
+            logger.info(line)
+        logger.info(f"the whole keys are in {KEYS_FILE.resolve()}: read them there")
     log_engine_availability()
     state = ServerState(config=config, auth=Authenticator(store), container=ModelContainer(config))
     if overrides is not None:
@@ -148,6 +148,8 @@ def serve(config: ServalConfig) -> int:
         app,
         host=network.host,
         port=network.port,
+        http=with_header_timeout(network.header_timeout),
+        limit_concurrency=network.max_connections,
         log_config=None,
         access_log=False,
         timeout_keep_alive=30,

@@ -14,9 +14,10 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from loguru import logger
@@ -162,18 +163,39 @@ class KeyStore:
         return key
 
 
-def presented_keys(headers: Mapping[str, str]) -> list[str]:
-    """Every key a request carries, from X-Admin-Key, X-API-Key or Authorization: Bearer."""
+class HeaderLines(Protocol):
+    """Request headers as (lower-case name, value) pairs, a repeated header once per line."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+KEY_HEADERS = ("x-admin-key", "x-api-key", "authorization")
+
+
+def presented_keys(headers: HeaderLines) -> list[str]:
+    """Every key a request carries, from X-Admin-Key, X-API-Key or Authorization: Bearer.
+
+    A key header sent twice is refused (401): checking only one of its values would let the
+    other pass unchecked to whatever reads the headers next.
+    """
     found: list[str] = []
-    for name in ("x-admin-key", "x-api-key"):
-        value = headers.get(name)
-        if value:
+    seen: set[str] = set()
+    for name, value in headers.items():
+        name = name.lower()
+        if name not in KEY_HEADERS:
+            continue
+        if name in seen:
+            raise AuthenticationError(
+                f"The request has more than one {name} header: send one key.",
+                code="ambiguous_api_key",
+            )
+        seen.add(name)
+        if name == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                found.append(token.strip())
+        elif value.strip():
             found.append(value.strip())
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            found.append(token.strip())
     return found
 
 
@@ -187,7 +209,7 @@ class Authenticator:
     def disabled(self) -> bool:
         return self.store is None
 
-    def level(self, headers: Mapping[str, str]) -> KeyLevel:
+    def level(self, headers: HeaderLines) -> KeyLevel:
         """The request's level; raises 401 when no key or a wrong key is presented."""
         if self.store is None:
             return KeyLevel.ADMIN
@@ -202,16 +224,15 @@ class Authenticator:
             raise AuthenticationError("Invalid API key.")
         return max(level for level in levels if level is not None)
 
-    def require(self, headers: Mapping[str, str], needed: KeyLevel) -> KeyLevel:
+    def require(self, headers: HeaderLines, needed: KeyLevel) -> KeyLevel:
         level = self.level(headers)
         if level < needed:
             raise PermissionDeniedError(f"This route needs an {needed.label} key.")
         return level
 
 
-def describe_keys(keys: Keys, reveal: bool) -> Iterable[str]:
-    """Lines for the start-up banner: whole keys only when ``reveal`` (a newly made file)."""
-    show = (lambda key: key) if reveal else mask
-    yield f"Admin key: {show(keys.admin_key)}"
+def describe_keys(keys: Keys) -> Iterable[str]:
+    """Lines for the start-up banner: keys are masked (the whole keys are in the keys file)."""
+    yield f"Admin key: {mask(keys.admin_key)}"
     for key in keys.api_keys:
-        yield f"API key:   {show(key)}"
+        yield f"API key:   {mask(key)}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import SpecialTokens
+from common.config import LimitsConfig
 from common.errors import BadRequestError, TemplateError
 from common.templating import ChatTemplate, run_render
 from common.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
@@ -129,6 +130,15 @@ def _render(
     if chat.response_prefix:
         prompt += chat.response_prefix
     return prompt
+
+
+def check_message_count(count: int, limits: LimitsConfig, param: str = "messages") -> None:
+    """Refuse more chat messages than ``limits.max_messages`` (each is copied and rendered)."""
+    if count > limits.max_messages:
+        raise BadRequestError(
+            f"At most {limits.max_messages} messages per request (limits.max_messages).",
+            param=param,
+        )
 
 
 async def render_prompt(

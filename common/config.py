@@ -57,7 +57,19 @@ class NetworkConfig(Section):
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
     body_timeout: float = Field(
-        30.0, gt=0, description="Seconds a client may take to send a request body (slow clients)."
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send a whole request body (slow senders): 408.",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers; then it is closed.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open connections and running requests before new requests get 503.",
     )
     max_concurrent_requests: int = Field(
         0,
@@ -231,6 +243,23 @@ class LimitsConfig(Section):
         gt=0,
         le=300,
         description="Seconds compiling a request's grammar (and building its matcher) may take.",
+    )
+    max_messages: int = Field(1024, ge=1, description="Most chat messages in one request.")
+    max_tools: int = Field(128, ge=0, description="Most tools (and functions) in one request.")
+    max_json_depth: int = Field(
+        64, ge=2, description="Deepest nesting of arrays and objects in a request body."
+    )
+    max_json_values: int = Field(
+        262_144, ge=1024, description="Most JSON values (of any kind) in one request body."
+    )
+    max_json_objects: int = Field(
+        16_384, ge=64, description="Most JSON objects ({...}) in one request body."
+    )
+    max_chars_per_token: int = Field(
+        32,
+        ge=1,
+        description="Characters per token assumed at most: a text longer than the context times "
+        "this is refused (or cut, for Kobold) before it is tokenized.",
     )
 
 

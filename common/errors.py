@@ -76,6 +76,12 @@ class NotFoundError(ServalError):
     default_code = "not_found"
 
 
+class RequestTimeoutError(ServalError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class ConflictError(ServalError):
     status_code = 409
     error_type = "invalid_request_error"

@@ -68,6 +68,30 @@ def check_limits(params: SamplingParams, engine: Engine, limits: LimitsConfig) -
     _check_ids([token for token, _ in params.logit_bias], vocab, "logit_bias")
     if params.max_tokens is not None and params.min_tokens > params.max_tokens:
         raise BadRequestError("min_tokens cannot be larger than max_tokens.", param="min_tokens")
+    _check_a_token_is_left(params, vocab)
+
+
+BANNING_BIAS = -100  # OpenAI: "-100 should result in a ban or exclusive selection"
+
+
+def _check_a_token_is_left(params: SamplingParams, vocab: int) -> None:
+    """Refuse settings that ban every token: the sampler would still have to pick a banned one
+    (a -100 bias on every token shifts them all alike, so it bans nothing)."""
+    banned = set(params.banned_tokens)
+    banned |= {token for token, bias in params.logit_bias if bias <= BANNING_BIAS}
+    if params.allowed_tokens:
+        if set(params.allowed_tokens) <= banned:
+            raise BadRequestError(
+                "Every token in allowed_tokens is banned (banned_tokens or a logit_bias of -100): "
+                "nothing could be generated.",
+                param="allowed_tokens",
+            )
+    elif len(banned) >= vocab:
+        raise BadRequestError(
+            f"Every token of the vocabulary ({vocab}) is banned by banned_tokens or a logit_bias "
+            "of -100: nothing could be generated.",
+            param="banned_tokens" if params.banned_tokens else "logit_bias",
+        )
 
 
 def build_request(

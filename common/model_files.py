@@ -94,6 +94,19 @@ def resolve_model_folder(base: Path, name: str, what: str = "model_name") -> Pat
     return path
 
 
+def _data_end(name: str, key: str, entry: object) -> int:
+    """Where the bytes of tensor ``key`` end, from its ``data_offsets`` ``[begin, end]``."""
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(value) is int and value >= 0 for value in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise BadRequestError(f"{name} is corrupt: tensor {key!r} has no valid data_offsets.")
+    return offsets[1]
+
+
 def check_safetensors(path: Path) -> None:
     """Refuse a safetensors file whose header is unreadable or whose size does not match it."""
     size = path.stat().st_size
@@ -106,12 +119,12 @@ def check_safetensors(path: Path) -> None:
             raise BadRequestError(f"{path.name} is corrupt: its header size is impossible.")
         try:
             header = json.loads(handle.read(header_size))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise BadRequestError(f"{path.name} is corrupt: its header is not JSON.") from None
+    if not isinstance(header, dict):
+        raise BadRequestError(f"{path.name} is corrupt: its header is not a JSON object.")
     ends = [
-        entry["data_offsets"][1]
-        for key, entry in header.items()
-        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+        _data_end(path.name, key, entry) for key, entry in header.items() if key != "__metadata__"
     ]
     if 8 + header_size + max(ends, default=0) != size:
         raise BadRequestError(f"{path.name} is corrupt or truncated (size does not match).")

@@ -30,6 +30,7 @@ from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
 from endpoints.OAI import chat, completions
 from endpoints.OAI import embeddings as oai_embeddings
+from endpoints.request_body import BodyLimits, RequestBodyMiddleware
 from endpoints.state import ServerState
 
 VERSION = "0.1.0"
@@ -120,6 +121,13 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
         kobold.mount(app)
     if config.network.web_console:
         mount_console(app)  # after the API routes, so it never answers one of their paths
+    app.add_middleware(  # innermost: its refusals still get CORS headers and a log line
+        RequestBodyMiddleware,
+        auth=state.auth,
+        limits=BodyLimits.of(
+            config.network.max_body_size, config.network.body_timeout, config.limits
+        ),
+    )
     if config.network.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -128,10 +136,5 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
             allow_headers=["*"],
             allow_credentials=False,
         )
-    app.add_middleware(
-        RequestContextMiddleware,
-        max_body_size=config.network.max_body_size,
-        body_timeout=config.network.body_timeout,
-        metrics=state.metrics,
-    )
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     return app

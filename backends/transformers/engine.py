@@ -286,10 +286,25 @@ class TransformersEngine(LoraEngine):
     def encode(
         self, text: str, add_bos: bool | None = None, encode_special: bool = True
     ) -> list[int]:
-        ids = self.tokenizer.encode(
-            text, add_special_tokens=False, split_special_tokens=not encode_special
-        )
+        """Safe from several threads at once: the shared tokenizer is never switched."""
+        if encode_special:
+            ids = self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=False)
+        else:
+            ids = self._special_as_text.encode(text, add_special_tokens=False).ids
         return self.with_bos(ids, add_bos)
+
+    @functools.cached_property
+    def _special_as_text(self) -> Any:
+        """A copy of the Rust tokenizer that reads special-token text as plain text.
+
+        Asking the shared tokenizer for that (``split_special_tokens``) flips a flag on it, which
+        fails with "Already borrowed" while another thread is encoding with it.
+        """
+        from tokenizers import Tokenizer
+
+        plain = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        plain.encode_special_tokens = True
+        return plain
 
     def decode(self, ids: list[int], decode_special: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=not decode_special)

@@ -24,6 +24,7 @@ from common.generation import (
 from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
 from common.sampling import SamplingParams, resolve
+from common.tokenizing import encode_text, keep_end
 from endpoints.Kobold.jobs import Update
 from endpoints.Kobold.types.generation import DEFAULT_MAX_LENGTH, GenerateRequest
 from endpoints.state import ServerState
@@ -95,16 +96,29 @@ class KoboldPlan:
             params.max_tokens or DEFAULT_MAX_LENGTH,
         )
         self.params = replace(params, max_tokens=length)
-        self.prompt_ids = self._prompt(body, engine, budget)
+        self.budget = budget
+        self.prompt_ids: list[int] = []  # tokenized by jobs(), off the event loop
         self.body = body
         self.lease = lease
         self.engine = engine
         self.state = state
 
-    def _prompt(self, body: GenerateRequest, engine: Engine, budget: int) -> list[int]:
+    async def _prompt(self, body: GenerateRequest, engine: Engine, budget: int) -> list[int]:
+        """Memory and prompt tokenized in a worker thread; of text longer than the budget could
+        hold only the end is tokenized, as only the end is kept."""
         add_bos = self.params.add_bos_token
-        memory = engine.encode(body.memory, add_bos=add_bos) if body.memory else []
-        prompt = engine.encode(body.prompt, add_bos=False if memory else add_bos)
+        limits = self.state.config.limits
+        memory: list[int] = []
+        if body.memory:
+            memory = await encode_text(
+                engine, keep_end(body.memory, budget, limits), limits, add_bos=add_bos
+            )
+        prompt = await encode_text(
+            engine,
+            keep_end(body.prompt, budget, limits),
+            limits,
+            add_bos=False if memory else add_bos,
+        )
         ids = fit_prompt(memory, prompt, budget, engine.special_tokens.bos_id)
         check_prompt_ids(ids, engine)
         return ids
@@ -114,6 +128,7 @@ class KoboldPlan:
         return unsupported_report(self.engine, self.params, request_id)
 
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        self.prompt_ids = await self._prompt(self.body, self.engine, self.budget)
         params = self.params
         bounds = GrammarBounds.from_limits(self.state.config.limits)
         grammar = await compile_grammar(

@@ -17,6 +17,7 @@ from sse_starlette import EventSourceResponse
 from common.errors import ServalError, UnsupportedError
 from common.generation import Completion
 from common.model import Lease
+from common.tokenizing import encode_text
 from endpoints.dependencies import caller_key, get_state, require_api
 from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
 from endpoints.Kobold.plan import KoboldPlan
@@ -190,8 +191,15 @@ async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortRes
 
 @extra.post("/tokencount", response_model=TokenCountResponse, summary="Count tokens")
 async def token_count(body: TokenCountRequest, request: Request) -> TokenCountResponse:
-    async with get_state(request).container.use() as lease:
-        ids = lease.engine.encode(body.prompt, add_bos=None if body.special else False)
+    state = get_state(request)
+    async with state.container.use() as lease:
+        ids = await encode_text(
+            lease.engine,
+            body.prompt,
+            state.config.limits,
+            add_bos=None if body.special else False,
+            what="text",
+        )
     return TokenCountResponse(value=len(ids), ids=ids)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
-from common.chat import ChatPrompt, add_bos_for, render_prompt
+from common.chat import ChatPrompt, add_bos_for, check_message_count, render_prompt
 from common.chat_output import ChatOutput
 from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
@@ -25,6 +25,7 @@ from common.grammar import GrammarBounds, compile_grammar
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
 from common.sampling import resolve
+from common.tokenizing import encode_text
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
@@ -69,6 +70,12 @@ def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
         raise BadRequestError(
             f"top_logprobs may be at most {limits.max_logprobs}.", param="top_logprobs"
         )
+    check_message_count(len(body.messages), limits)
+    for name, offered in (("tools", body.tools), ("functions", body.functions)):
+        if offered and len(offered) > limits.max_tools:
+            raise BadRequestError(
+                f"At most {limits.max_tools} {name} per request (limits.max_tools).", param=name
+            )
 
 
 def _chat_prompt(
@@ -152,7 +159,14 @@ async def _jobs(
         engine.special_tokens,
         state.config.limits.template_timeout,
     )
-    ids = engine.encode(prompt, add_bos=add_bos_for(prompt, engine.special_tokens))
+    ids = await encode_text(
+        engine,
+        prompt,
+        state.config.limits,
+        add_bos=add_bos_for(prompt, engine.special_tokens),
+        param="messages",
+        what="chat prompt (as the template rendered it)",
+    )
     check_prompt_ids(ids, engine, param="messages")
     plan.prompt_tokens = len(ids)
     plan.output = output_plan(prompt, state.config.model, tool_request, fmt)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import Engine, GenerationRequest
+from common.config import LimitsConfig
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import (
     Completion,
@@ -20,6 +21,7 @@ from common.generation import (
 from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
 from common.sampling import SamplingParams, resolve
+from common.tokenizing import encode_text
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.delivery import deliver
 from endpoints.OAI.inline import lease_for
@@ -55,9 +57,11 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
         )
 
 
-def _prompt_ids(engine: Engine, prompt: str | list[int], params: SamplingParams) -> list[int]:
+async def _prompt_ids(
+    engine: Engine, prompt: str | list[int], params: SamplingParams, limits: LimitsConfig
+) -> list[int]:
     if isinstance(prompt, str):
-        ids = engine.encode(prompt, add_bos=params.add_bos_token)
+        ids = await encode_text(engine, prompt, limits, add_bos=params.add_bos_token)
     else:
         ids = list(prompt)
     check_prompt_ids(ids, engine)
@@ -80,7 +84,7 @@ class _Plan:
         self.body = body
         self.engine = engine
         self.model = lease.name
-        self.prompt_ids = [_prompt_ids(engine, p, params) for p in body.prompts()]
+        self.prompt_ids: list[list[int]] = []  # tokenized by jobs(), off the event loop
         self.prompt_texts = [
             p if isinstance(p, str) else engine.decode(list(p)) for p in body.prompts()
         ]
@@ -89,6 +93,10 @@ class _Plan:
         self.created = now()
 
     async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
+        limits = state.config.limits
+        self.prompt_ids = [
+            await _prompt_ids(self.engine, p, self.params, limits) for p in self.body.prompts()
+        ]
         grammar = await compile_grammar(
             build_grammar, *self.grammar_args, bounds=self.grammar_args[-1]
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from common.chat import ChatPrompt, render_prompt
+from common.chat import ChatPrompt, check_message_count, render_prompt
 from common.errors import BadRequestError
 from common.generation import check_prompt_ids
+from common.tokenizing import encode_text
 from common.tools.formats import tool_format
 from endpoints.core.types import (
     TokenDecodeRequest,
@@ -28,6 +29,7 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
         if isinstance(body.text, str):
             text = body.text
         else:
+            check_message_count(len(body.text), state.config.limits, param="text")
             if lease.template is None:
                 raise BadRequestError(
                     "The loaded model has no chat template.", code="no_chat_template"
@@ -41,8 +43,14 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
             text = await render_prompt(
                 lease.template, chat, engine.special_tokens, state.config.limits.template_timeout
             )
-        tokens = engine.encode(
-            text, add_bos=body.add_bos_token, encode_special=body.encode_special_tokens
+        tokens = await encode_text(
+            engine,
+            text,
+            state.config.limits,
+            add_bos=body.add_bos_token,
+            encode_special=body.encode_special_tokens,
+            param="text",
+            what="text",
         )
     return TokenEncodeResponse(tokens=tokens, length=len(tokens))
 

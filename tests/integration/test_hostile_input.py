@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -201,3 +204,188 @@ def test_slow_clients_do_not_block_the_server(server: ServerProcess) -> None:
         for sock in sockets:
             sock.close()
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+# ----- one request must not freeze the event loop ------------------------------------------
+
+BIG_TEXT = "hello world " * 825_000  # 9.9 MB: just under network.max_body_size
+
+
+def _worst_health_latency_while(work: Callable[[], httpx.Response], server: ServerProcess):
+    """Run ``work`` in a thread and poll /health meanwhile: (its response, the slowest answer)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(work)
+        worst = 0.0
+        deadline = time.monotonic() + 120
+        while not pending.done() and time.monotonic() < deadline:
+            started = time.monotonic()
+            with contextlib.suppress(httpx.TimeoutException):
+                httpx.get(f"{server.url}/health", timeout=30)
+            worst = max(worst, time.monotonic() - started)
+            time.sleep(0.05)
+        return pending.result(timeout=120), worst
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": BIG_TEXT, "max_tokens": 1}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG_TEXT}]}),
+        ("/v1/token/encode", {"text": BIG_TEXT}),
+        ("/api/extra/tokencount", {"prompt": BIG_TEXT}),
+    ],
+    ids=["completion", "chat", "token-encode", "kobold-tokencount"],
+)
+def test_a_huge_prompt_is_refused_without_tokenizing_it(
+    server: ServerProcess, path: str, body: dict
+) -> None:
+    """It used to be tokenized on the event loop: 34-53 s, with /health timing out meanwhile."""
+    response, worst = _worst_health_latency_while(lambda: _post(server, path, body), server)
+    error = _assert_clean_4xx(server, response)
+    if error["code"] != "template_error":  # a chat may already be too long for its template
+        assert error["code"] == "context_length_exceeded"
+        assert "without being tokenized" in error["message"]
+    assert worst < 5, f"/health took {worst:.1f} s while the prompt was handled"
+
+
+def test_kobold_keeps_the_end_of_a_huge_prompt_without_stalling(server: ServerProcess) -> None:
+    body = {
+        "prompt": BIG_TEXT + "The end.",
+        "max_length": 2,
+        "max_context_length": 64,
+        "temperature": 0,
+    }
+    response, worst = _worst_health_latency_while(
+        lambda: _post(server, "/api/v1/generate", body), server
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert worst < 5, f"/health took {worst:.1f} s while the prompt was handled"
+
+
+def test_a_hundred_thousand_messages_are_refused_before_validation(server: ServerProcess) -> None:
+    """Validating them took 4-7 s of the event loop (pydantic holds the GIL, even in a thread)."""
+    body = {"messages": [{"role": "user", "content": "hi"}] * 100_000, "max_tokens": 1}
+    response, worst = _worst_health_latency_while(
+        lambda: _post(server, "/v1/chat/completions", body), server
+    )
+    error = _assert_clean_4xx(server, response)
+    assert "limits.max_json_objects" in error["message"]
+    assert worst < 5, f"/health took {worst:.1f} s while the body was handled"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}] * 1025, "max_tokens": 1},
+            "messages",
+        ),
+        ("/v1/token/encode", {"text": [{"role": "user", "content": "hi"}] * 1025}, "text"),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)],
+            },
+            "tools",
+        ),
+    ],
+    ids=["messages", "token-encode-messages", "tools"],
+)
+def test_message_and_tool_caps(server: ServerProcess, path: str, body: dict, param: str) -> None:
+    error = _assert_clean_4xx(server, _post(server, path, body))
+    assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "x", "banned_tokens": list(range(49152)), "max_tokens": 2},
+        {"prompt": "x", "logit_bias": {str(i): -100 for i in range(49152)}, "max_tokens": 2},
+        {"prompt": "x", "allowed_tokens": [5, 6], "banned_tokens": [5, 6], "max_tokens": 2},
+    ],
+    ids=["banned-tokens", "logit-bias", "allowed-all-banned"],
+)
+def test_banning_every_token_is_refused(server: ServerProcess, body: dict) -> None:
+    """A banned token used to be sampled anyway."""
+    error = _assert_clean_4xx(server, _post(server, "/v1/completions", body))
+    assert "banned" in error["message"]
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_a_deeply_nested_extra_field_is_a_400(server: ServerProcess) -> None:
+    """900 levels in an extra message field: a RecursionError in a deepcopy (connection reset)."""
+    message = {"role": "user", "content": "hi", "extra": _nested(900)}
+    body = {"messages": [message], "max_tokens": 1}
+    error = _assert_clean_4xx(server, _post(server, "/v1/chat/completions", body))
+    assert "limits.max_json_depth" in error["message"]
+
+
+LONG_NAME = "n" * 300
+SURROGATE = "bad\ud800name"
+
+
+@pytest.mark.parametrize("name", [LONG_NAME, SURROGATE], ids=["300-bytes", "lone-surrogate"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/model/load", lambda name: {"model_name": name}),
+        (
+            "/v1/model/load",
+            lambda name: {
+                "model_name": "SmolLM2-135M-Instruct",
+                "draft_model": {"draft_model_name": name},
+            },
+        ),
+        ("/v1/lora/load", lambda name: {"loras": [{"name": name}]}),
+        ("/v1/template/switch", lambda name: {"name": name}),
+        ("/v1/sampling/override/switch", lambda name: {"preset": name}),
+        ("/v1/model/embedding/load", lambda name: {"embedding_model_name": name}),
+    ],
+    ids=["model", "draft", "lora", "template", "preset", "embedding"],
+)
+def test_names_the_file_system_cannot_take(
+    server: ServerProcess, path: str, body: Callable[[str], dict], name: str
+) -> None:
+    """ENAMETOOLONG or a UnicodeEncodeError used to reset the connection (a 500)."""
+    _assert_clean_4xx(server, _post(server, path, body(name), headers=ADMIN))
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer ", b"X-API-Key: "])
+def test_a_repeated_key_header_is_refused(server: ServerProcess, header: bytes) -> None:
+    """Only the first value was checked; a second one passed unseen."""
+    lines = [header + API_KEY.encode(), header + b"guess"]
+    reply = _raw_request(server, b"GET /v1/auth/permission HTTP/1.1", lines)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert b"ambiguous_api_key" in reply
+
+
+def test_a_body_without_a_key_is_refused_before_it_is_read(server: ServerProcess) -> None:
+    """The body used to be read and parsed before the key was checked."""
+    lines = [b"Content-Type: application/json", b"Content-Length: 1000"]  # the body never comes
+    started = time.monotonic()
+    reply = _raw_request(server, b"POST /v1/completions HTTP/1.1", lines)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert time.monotonic() - started < 2  # not the 408 of network.body_timeout (2 s here)
+
+
+def _raw_request(server: ServerProcess, start: bytes, lines: list[bytes]) -> bytes:
+    """Send a request head over a plain socket and read the reply up to its error body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(start + b"\r\nHost: x\r\n" + b"".join(line + b"\r\n" for line in lines))
+        sock.sendall(b"\r\n")
+        reply = b""
+        deadline = time.monotonic() + 10
+        while b"}}" not in reply and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return reply

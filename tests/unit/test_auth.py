@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from starlette.datastructures import Headers
 
 from common.auth import Authenticator, KeyLevel, KeyStore, mask, presented_keys
 from common.errors import AuthenticationError, PermissionDeniedError
@@ -112,3 +113,19 @@ def test_disabled_auth_makes_everyone_admin() -> None:
 def test_masked_keys_hide_the_secret() -> None:
     assert mask("0123456789abcdef") == "0123…"
     assert "89ab" not in mask("0123456789abcdef")
+
+
+@pytest.mark.parametrize("name", [b"authorization", b"x-api-key", b"x-admin-key"])
+def test_a_key_header_sent_twice_is_refused(tmp_path: Path, name: bytes) -> None:
+    """Only the first of two values used to be checked: a valid key first let anything follow."""
+    path = tmp_path / "api_tokens.yml"
+    _write(path, "admin-secret", "api-key-1")
+    store = KeyStore(path)
+    store.load_or_create()
+    valid = b"Bearer api-key-1" if name == b"authorization" else b"api-key-1"
+    other = b"Bearer admin-guess" if name == b"authorization" else b"admin-guess"
+    headers = Headers(raw=[(name, valid), (name, other)])
+    with pytest.raises(AuthenticationError) as raised:
+        Authenticator(store).level(headers)
+    assert raised.value.code == "ambiguous_api_key"
+    assert Authenticator(store).level(Headers(raw=[(name, valid)])) is KeyLevel.API
