@@ -3,7 +3,10 @@
 Every request is a :class:`Sequence`. Each step prefills one chunk of a waiting sequence's
 prompt (all prompt tokens but the last; once done it joins the running batch) and runs one decode
 step for the whole batch: the last token of every row goes in, one token per row comes out. A new
-request joins at the next step; a finished or cancelled one leaves at once. Steps run on the
+request joins at the next step; a finished or cancelled one leaves at once. A step in which
+sequences join (with their first tokens) skips the decode pass, and the step after it decodes
+without prefilling, so the running rows get a token at least every other step however many
+requests keep arriving. Steps run on the
 process's compute thread (backends/compute.py) and queue the next one while there is work, so
 other tensor work (embeddings, LoRA changes) takes its turn between them. The event loop only
 ever waits on an ``asyncio.Queue`` that the steps fill.
@@ -113,6 +116,7 @@ class BatchScheduler:
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
         self._stopping = False
         self._scheduled = False
+        self._decode_owed = False  # the last step joined sequences and decoded nothing
         self._lock = threading.Lock()
 
     # ----- called from the event loop -------------------------------------------------------
@@ -174,10 +178,12 @@ class BatchScheduler:
             self._collect()
             self._drop_cancelled()
             try:
-                if self.waiting and len(self.active) < self.max_batch_size:
+                owed = self._decode_owed and bool(self.active)
+                if self.waiting and len(self.active) < self.max_batch_size and not owed:
                     joined = self._prefill()
                 if self.active and not joined:
                     self._decode_step()
+                self._decode_owed = joined
             except Exception as exc:  # a failed forward pass fails its batch, not the server
                 logger.exception("generation step failed")
                 self._fail_all(GenerationError(f"Generation failed: {exc}"))
