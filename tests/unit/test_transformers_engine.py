@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backends.base import GenerationRequest, LoadOptions
+from backends.base import GenerationChunk, GenerationRequest, LoadOptions
 from backends.transformers.engine import TransformersEngine
 from common.config import LimitsConfig
 from common.errors import ContextLengthError
@@ -114,3 +115,45 @@ def test_prompt_over_the_context_is_refused(engine: TransformersEngine) -> None:
         build_request(engine, "t", [5] * 600, GREEDY, LimitsConfig())
     request = build_request(engine, "t", [5] * 500, GREEDY, LimitsConfig())
     assert request.max_new_tokens == 12  # max_tokens is clamped to what is left of the context
+
+
+def test_a_running_stream_gets_tokens_while_requests_keep_joining(
+    engine: TransformersEngine,
+) -> None:
+    """A new one-token request arrives at every step (submitted as the previous one finishes,
+    from the compute thread), the way a busy server sees them. The running stream must still
+    get a token at least every other step, not wait until the arrivals stop."""
+    scheduler = engine.scheduler
+    assert scheduler is not None
+    eos = frozenset(engine.special_tokens.eos_ids)
+    joiners = 12
+    events: list[str] = []  # "S": a token of the running stream; "J": a request that joined
+    done = threading.Event()
+
+    def join_next() -> None:
+        scheduler.submit(job(engine, "x", max_tokens=1), joiner_emit, eos)
+
+    def joiner_emit(item: GenerationChunk | BaseException) -> None:
+        if isinstance(item, BaseException) or item.finish_reason is not None:
+            events.append("J")
+            if events.count("J") < joiners:
+                join_next()
+            else:
+                done.set()
+
+    def stream_emit(item: GenerationChunk | BaseException) -> None:
+        if isinstance(item, GenerationChunk) and item.token_ids:
+            if "S" not in events:
+                join_next()  # the stream runs: requests start arriving
+            events.append("S")
+
+    running = scheduler.submit(
+        job(engine, "Hello", max_tokens=400, min_tokens=400), stream_emit, eos
+    )
+    try:
+        assert done.wait(timeout=120)
+    finally:
+        scheduler.cancel(running)
+    during = events[events.index("J") : len(events) - events[::-1].index("J")]
+    assert during.count("J") == joiners
+    assert during.count("S") >= joiners - 2, "".join(during)
