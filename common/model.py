@@ -214,6 +214,7 @@ class ModelContainer:
             tensor_parallel=bool(s.get("tensor_parallel")),
             dtype=s.get("dtype") or "auto",
             draft=self._draft_options(plan),
+            owner_share=self.config.network.key_share,
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:
@@ -467,6 +468,8 @@ class Lease:
         metrics = self._container.metrics
         finished = False
         handed_on = 0  # tokens of this job passed to the consumer so far
+        if self._slot is not None:
+            request = replace(request, owner=self._slot)
         try:
             async for chunk in self.engine.generate(request):
                 if chunk.stats is not None:

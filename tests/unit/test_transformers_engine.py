@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from backends.base import GenerationChunk, GenerationRequest, LoadOptions
+from backends.transformers.batch import BatchScheduler, Sequence
 from backends.transformers.engine import TransformersEngine
 from common.config import LimitsConfig
 from common.errors import ContextLengthError
@@ -157,3 +159,49 @@ def test_a_running_stream_gets_tokens_while_requests_keep_joining(
     during = events[events.index("J") : len(events) - events[::-1].index("J")]
     assert during.count("J") == joiners
     assert during.count("S") >= joiners - 2, "".join(during)
+
+
+def test_owners_take_turns_for_the_batch_and_keep_to_their_share(
+    engine: TransformersEngine,
+) -> None:
+    """Four rows, a share of one half: owner a's six jobs (one request with n=6) hold two rows
+    and wait for the rest, so owner b's job, submitted after them, joins at once."""
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        make_matcher=engine._make_matcher,
+        device=engine.device,
+        max_batch_size=4,
+        chunk_size=engine.prefill_chunk,
+        owner_share=0.5,
+    )
+    eos = frozenset(engine.special_tokens.eos_ids)
+    joined: list[str] = []  # the owner of each job, as its first token comes
+    done = threading.Event()
+
+    def emit_for(name: str) -> Callable[[GenerationChunk | BaseException], None]:
+        first = [True]
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            if first[0]:
+                first[0] = False
+                joined.append(name)
+            if name == "b" and not isinstance(item, BaseException) and item.finish_reason:
+                done.set()
+
+        return emit
+
+    def submit(owner: str, **kw: int) -> Sequence:
+        request = replace(job(engine, "Hello", **kw), owner=owner)
+        return scheduler.submit(request, emit_for(owner), eos)
+
+    flood = [submit("a", max_tokens=200, min_tokens=200) for _ in range(6)]
+    submit("b", max_tokens=2, min_tokens=2)
+    try:
+        assert done.wait(timeout=120)
+        assert joined[:3].count("a") == 2 and "b" in joined[:3], joined
+    finally:
+        for sequence in flood:
+            scheduler.cancel(sequence)
+        scheduler.stop()
