@@ -18,16 +18,17 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.server import ADMIN_KEY, ServerProcess
+from tests.support.server import ADMIN_KEY, API_KEY, ServerProcess
 
-KEY_A = "api-key-a-for-tests-0123456789abcdef"
+KEY_A = API_KEY
 KEY_B = "api-key-b-for-tests-0123456789abcdef"
 LONG_STREAM = {"prompt": "x", "max_tokens": 400, "min_tokens": 400, "stream": True}
-# The prompts' tokens with 20 top logprobs each, echoed in 32 choices: some 8 MB at once, more
-# than the socket buffers hold, so the server's sends block on a client that does not read.
+# The prompts' tokens with 20 top logprobs each, echoed in 24 choices: some 6 MB at once, more
+# than the socket buffers hold (4 MB here), so the server's sends block on a client that does
+# not read.
 BULKY_STREAM = {
-    "prompt": [[5] * 480, [6] * 480],
-    "n": 16,
+    "prompt": [[5] * 480, [6] * 480, [7] * 480],
+    "n": 8,
     "echo": True,
     "logprobs": 20,
     "max_tokens": 1,
@@ -70,7 +71,8 @@ def answered(conn: socket.socket) -> bool:
 
 
 def metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    text = httpx.get(f"{server.url}/metrics", headers=headers, timeout=30).text
     found = re.search(rf"^{name} (\S+)$", text, re.M)
     assert found, name
     return float(found.group(1))
@@ -120,40 +122,32 @@ def test_one_key_flooding_streams_neither_blocks_nor_queues_out_another_key(
         server.stop()
 
 
+@pytest.mark.timeout(300)  # some 6 MB of logprobs to fill the socket buffers: slow on 2 busy cores
 def test_streams_that_are_not_read_give_their_slots_back(
     tiny_models: Path, tmp_path: Path, sockets: list[socket.socket]
 ) -> None:
-    """Two slots, both held by streams whose client never reads: once their sends have been
-    blocked for stream_send_timeout they are closed, and a request waiting in line runs."""
+    """One slot, held by a stream whose client never reads: once its sends have been blocked
+    for stream_send_timeout it is closed, and the request waiting in line runs."""
     network = {
-        "max_concurrent_requests": 2,
+        "max_concurrent_requests": 1,
         "max_queued_requests": 4,
         "key_share": 1,
         "stream_send_timeout": 2,
     }
     server = start_server(tmp_path, tiny_models, network)
     try:
-        sockets += [open_unread_stream(server, KEY_A, BULKY_STREAM) for _ in range(2)]
-        wait_for(lambda: all(answered(conn) for conn in sockets), "the streams to start")
+        sockets.append(open_unread_stream(server, KEY_A, BULKY_STREAM))
+        wait_for(lambda: answered(sockets[0]), "the stream to start")
         with server.client(KEY_A, timeout=120) as a:
             answer = a.post("/v1/completions", json={"prompt": "x", "max_tokens": 4})
         assert answer.status_code == 200
         log = server.log()
         closed = re.findall(r"(\w{8}) stream closed: its client read nothing for 2 s", log)
-        assert closed, log
-        for request_id in closed:  # each counts the tokens it had sent (one per choice at most)
-            assert 0 < logged_completion(server, request_id) <= 32, log
+        assert len(closed) == 1, log
+        # It counts the tokens it had sent (one per choice at most).
+        assert 0 < logged_completion(server, closed[0]) <= 24, log
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def counting_server(
-    tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp("counting"), tiny_models, {})
-    yield server
-    server.stop()
 
 
 def logged_completion(server: ServerProcess, request_id: str) -> int:
@@ -168,15 +162,13 @@ def logged_completion(server: ServerProcess, request_id: str) -> int:
     return int(found[0])
 
 
-def test_a_stream_left_by_its_client_counts_the_tokens_it_sent(
-    counting_server: ServerProcess,
-) -> None:
-    server = counting_server
+def test_a_stream_left_by_its_client_counts_the_tokens_it_sent(server: ServerProcess) -> None:
+    """On the default model (slow enough that 400 tokens are not all made at once)."""
     generated = metric(server, "serval_generated_tokens_total")
     cancelled = metric(server, "serval_jobs_cancelled_total")
     received = 0
     with (
-        server.client(KEY_A) as client,
+        server.client() as client,
         client.stream("POST", "/v1/completions", json=LONG_STREAM) as response,
     ):
         request_id = response.headers["x-request-id"]
@@ -188,25 +180,25 @@ def test_a_stream_left_by_its_client_counts_the_tokens_it_sent(
     completion = logged_completion(server, request_id)
     assert 5 <= completion < 400
     wait_for(lambda: metric(server, "serval_jobs_cancelled_total") == cancelled + 1, "cancel")
-    assert metric(server, "serval_generated_tokens_total") == generated + completion
+    assert metric(server, "serval_generated_tokens_total") >= generated + completion
 
 
-def test_an_aborted_kobold_stream_counts_the_tokens_it_sent(
-    counting_server: ServerProcess,
-) -> None:
-    server = counting_server
-    body = {"prompt": "x", "max_length": 400, "min_length": 400, "genkey": "count-me"}
+def test_an_aborted_kobold_stream_counts_the_tokens_it_sent(server: ServerProcess) -> None:
+    body = {"prompt": "Once upon a time", "max_length": 400, "min_length": 400, "genkey": "count"}
     events = 0
     with (
-        server.client(KEY_B) as client,
+        server.client() as client,
         client.stream("POST", "/api/extra/generate/stream", json=body) as response,
     ):
         request_id = response.headers["x-request-id"]
+        last = ""
         for line in response.iter_lines():
-            if line.startswith("data: {"):
-                events += 1
+            if not line.startswith("data: {"):
+                continue
+            events, last = events + 1, line
             if events == 5:
-                stopped = client.post("/api/extra/abort", json={"genkey": "count-me"})
+                stopped = client.post("/api/extra/abort", json={"genkey": "count"})
                 assert stopped.json()["success"] is True
-        assert events < 400
+    assert json.loads(last.removeprefix("data: "))["finish_reason"] == "abort"
+    assert events < 400
     assert logged_completion(server, request_id) >= 5
