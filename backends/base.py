@@ -61,6 +61,9 @@ class LoadOptions:
     tensor_parallel: bool = False
     dtype: str = "auto"
     draft: DraftOptions | None = None
+    # The largest share of the batch rows that the jobs of one owner may hold (engines that
+    # schedule their own batch, the transformers engine, keep the rest for other owners).
+    owner_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ class GenerationRequest:
     logprobs: int | None = None
     prompt_logprobs: bool = False
     grammar: GrammarSpec | None = None
+    # Whose job this is (an opaque name for the caller, never a key): waiting jobs of
+    # different owners take turns for the batch.
+    owner: str = ""
 
 
 @dataclass

@@ -74,12 +74,26 @@ class NetworkConfig(Section):
     max_concurrent_requests: int = Field(
         0,
         ge=0,
-        description="Generation requests running at once before others queue (0: no limit).",
+        description="Generation requests running at once before others queue (0: as many as "
+        "the loaded engine batches together, its max_batch_size).",
     )
     max_queued_requests: int = Field(
-        0,
+        64,
         ge=0,
         description="Generation requests allowed to wait for a slot; beyond it: 429 (0: no limit).",
+    )
+    key_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Largest share of the running slots, and of the queue, that one API key may "
+        "hold (waiting keys take turns for free slots; 1: no per-key limit).",
+    )
+    stream_send_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a stream may wait on a client that does not read it (its send "
+        "buffers full) before the stream is closed and its generation cancelled (0: no limit).",
     )
     web_console: bool = Field(True, description="Serve the web console at /.")
     metrics_auth: Literal["none", "api", "admin"] = Field(

@@ -98,8 +98,9 @@ class ModelContainer:
     def __init__(self, config: ServalConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        network = config.network
         self.admission = Admission(
-            config.network.max_concurrent_requests, config.network.max_queued_requests
+            network.max_concurrent_requests or 1, network.max_queued_requests, network.key_share
         )
         self.metrics.waiting_requests.set_function(lambda: self.admission.waiting)
         self.metrics.watch_engine(
@@ -214,6 +215,7 @@ class ModelContainer:
             tensor_parallel=bool(s.get("tensor_parallel")),
             dtype=s.get("dtype") or "auto",
             draft=self._draft_options(plan),
+            owner_share=self.config.network.key_share,
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:
@@ -254,6 +256,7 @@ class ModelContainer:
                     await engine.unload()
                     raise
                 self.engine, self.template, self.plan = engine, template, plan
+                self._size_admission(engine)
                 self.load_seconds = time.perf_counter() - started
                 self.metrics.model_load_seconds.set(self.load_seconds)
             except ServalError as exc:
@@ -292,11 +295,17 @@ class ModelContainer:
                 pass
             previous = replace(previous, loras=await self._apply_loras(engine, previous.loras))
             self.engine, self.plan = engine, previous
+            self._size_admission(engine)
             self.template = find_model_template(
                 previous.path, previous.settings.get("prompt_template")
             )
         except Exception:
             logger.exception(f"could not load {previous.name} again")
+
+    def _size_admission(self, engine: Engine) -> None:
+        """As many generation slots as configured, or as the engine batches together."""
+        configured = self.config.network.max_concurrent_requests
+        self.admission.resize(configured or engine.info().max_batch_size or 1)
 
     @asynccontextmanager
     async def _quiet(self, skip_queue: bool) -> AsyncIterator[None]:
@@ -375,56 +384,61 @@ class ModelContainer:
             )
         return self.engine
 
-    async def acquire(self) -> Lease:
-        """Hold the engine for one request (release it when the answer is done).
+    async def acquire(self, owner: str = "") -> Lease:
+        """Hold the engine and a generation slot for one request of ``owner`` (an API key's
+        fair-share identity); release it when the answer is done.
 
         A load with ``skip_queue`` false waits until every lease is released.
         """
-        await self.admission.enter()
+        await self.admission.enter(owner)
         try:
             await self.current()
-            return self._lease()
+            return self._lease(owner)
         except BaseException:
-            self.admission.leave()
+            self.admission.leave(owner)
             raise
 
-    async def acquire_model(self, plan: LoadPlan) -> Lease:
+    async def acquire_model(self, plan: LoadPlan, owner: str = "") -> Lease:
         """A lease on ``plan``'s model, loading it first when another model is loaded (after
         the running requests finish). The lease is taken under the load lock, so no other
         load can come between this load and this request."""
-        await self.admission.enter()
+        await self.admission.enter(owner)
         try:
             if not self.loading and self._serves(plan.path):
-                return self._lease()
+                return self._lease(owner)
             async with self._lock:
                 if not self._serves(plan.path):
                     logger.info(f"loading {plan.name} for a request that names it")
                     async for _ in self._load_locked(plan, skip_queue=False):
                         pass
-                return self._lease()
+                return self._lease(owner)
         except BaseException:
-            self.admission.leave()
+            self.admission.leave(owner)
             raise
 
     def _serves(self, path: Path) -> bool:
         return self.engine is not None and self.plan is not None and self.plan.path == path
 
-    def _lease(self) -> Lease:
+    def _lease(self, slot: str | None) -> Lease:
         engine, plan = self.engine, self.plan
         if engine is None or plan is None:
             raise UnavailableError(
                 "No model is loaded. An admin can load one with POST /v1/model/load."
             )
         self._users += 1
-        return Lease(self, engine, plan.name, plan.path)
+        return Lease(self, engine, plan.name, plan.path, slot)
 
-    def lease_ended(self) -> None:
+    def lease_ended(self, slot: str | None) -> None:
         self._users -= 1
-        self.admission.leave()
+        if slot is not None:
+            self.admission.leave(slot)
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[Lease]:
-        lease = await self.acquire()
+        """Hold the engine for quick work that generates nothing (tokenizing, reading what is
+        loaded): no generation slot is taken, so it never waits behind generations."""
+        await self.current()
+        lease = self._lease(None)
         try:
             yield lease
         finally:
@@ -432,32 +446,47 @@ class ModelContainer:
 
 
 class Lease:
-    """One request's hold on the loaded engine; its jobs are counted in the metrics."""
+    """One request's hold on the loaded engine (and, with ``slot`` naming its owner, on a
+    generation slot); its jobs are counted in the metrics.
 
-    def __init__(self, container: ModelContainer, engine: Engine, name: str, path: Path) -> None:
+    ``completion_tokens`` counts what its jobs produced: a finished job's own count, and for a
+    job that was cancelled, aborted or left by its client, the tokens handed on before it ended.
+    """
+
+    def __init__(
+        self, container: ModelContainer, engine: Engine, name: str, path: Path, slot: str | None
+    ) -> None:
         self._container = container
         self.engine = engine
         self.name = name
         self.path = path
         self.template = container.template
         self.completion_tokens = 0
+        self._slot = slot
         self._released = False
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         metrics = self._container.metrics
         finished = False
+        handed_on = 0  # tokens of this job passed to the consumer so far
+        if self._slot is not None:
+            request = replace(request, owner=self._slot)
         try:
             async for chunk in self.engine.generate(request):
                 if chunk.stats is not None:
                     finished = True
                     metrics.job_finished(chunk.stats)
-                    self.completion_tokens += chunk.stats.completion_tokens
+                    self.completion_tokens += chunk.stats.completion_tokens - handed_on
+                else:
+                    handed_on += len(chunk.token_ids)
+                    self.completion_tokens += len(chunk.token_ids)
                 yield chunk
         finally:
             if not finished:
                 metrics.jobs_cancelled.inc()
+                metrics.generated_tokens.inc(handed_on)
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._container.lease_ended()
+            self._container.lease_ended(self._slot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import Request
 
 from common.auth import KeyLevel, presented_keys
@@ -35,3 +37,12 @@ def caller_key(request: Request) -> str:
     """The key the caller presented (for scoping per-key state such as Kobold genkeys)."""
     keys = presented_keys(request.headers)
     return keys[0] if keys else ""
+
+
+def share_owner(request: Request) -> str:
+    """Whose fair share of the generation slots a request uses: its key (as a hash, never the
+    key itself), or with ``network.disable_auth`` (no keys) its client's address."""
+    if get_state(request).config.network.disable_auth:
+        client = request.client
+        return f"client {client.host}" if client else "client"
+    return hashlib.sha256(caller_key(request).encode("utf-8")).hexdigest()[:16]

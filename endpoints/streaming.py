@@ -4,6 +4,10 @@ A streamed answer is an async iterator of JSON-able payloads. It goes out as ``d
 with keep-alive comments while the engine is busy (a long prefill); an error after the stream
 started is sent as one ``data: {"error": ...}`` event and the stream closes. When the client
 goes away, sse-starlette cancels the iterator, whose ``finally`` cancels the engine jobs.
+
+A client that stops reading (its socket and the server's send buffer full) blocks the sends;
+after ``network.stream_send_timeout`` seconds of one blocked send the stream is closed the same
+way, so such a client cannot hold a generation slot for ever.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from fastapi import Request
 from loguru import logger
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from common.errors import ServalError
 
@@ -63,6 +69,20 @@ async def _events(
         yield ServerSentEvent(data=DONE, event=event, sep=SEP)
 
 
+class _EventStream(EventSourceResponse):
+    """An SSE response that a client which stopped reading ends with one log line."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            request_id = str(scope.get("state", {}).get("request_id", ""))
+            logger.warning(
+                f"{request_id[:8]} stream closed: its client read nothing for "
+                f"{self.send_timeout:g} s; its generation was cancelled"
+            )
+
+
 def sse_response(
     payloads: AsyncIterator[Any],
     ping_interval: float,
@@ -70,13 +90,16 @@ def sse_response(
     event: str | None = None,
     done: bool = True,
     headers: dict[str, str] | None = None,
+    send_timeout: float = 0.0,
 ) -> EventSourceResponse:
-    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``."""
-    return EventSourceResponse(
+    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``. A send blocked for
+    ``send_timeout`` seconds (0: no limit) closes the stream and the iterator."""
+    return _EventStream(
         _events(payloads, event, done),
         ping=ping_interval if ping_interval > 0 else 10**9,
         sep=SEP,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        send_timeout=send_timeout or None,
     )
 
 

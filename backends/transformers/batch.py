@@ -3,7 +3,12 @@
 Every request is a :class:`Sequence`. Each step prefills one chunk of a waiting sequence's
 prompt (all prompt tokens but the last; once done it joins the running batch) and runs one decode
 step for the whole batch: the last token of every row goes in, one token per row comes out. A new
-request joins at the next step; a finished or cancelled one leaves at once. Steps run on the
+request joins at the next step; a finished or cancelled one leaves at once. A step in which
+sequences join (with their first tokens) skips the decode pass, and the step after it decodes
+without prefilling, so the running rows get a token at least every other step however many
+requests keep arriving. Waiting sequences join in turns across their owners (one owner's
+first waiting sequence, then the next owner's, ...), and no owner holds more than its share of
+the rows, so one request with many choices cannot keep others out of the batch. Steps run on the
 process's compute thread (backends/compute.py) and queue the next one while there is work, so
 other tensor work (embeddings, LoRA changes) takes its turn between them. The event loop only
 ever waits on an ``asyncio.Queue`` that the steps fill.
@@ -13,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import queue
 import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +102,7 @@ class BatchScheduler:
         device: torch.device,
         max_batch_size: int,
         chunk_size: int,
+        owner_share: float = 1.0,
         vocab: VocabIndex | None = None,
     ) -> None:
         self.model = model
@@ -104,6 +111,9 @@ class BatchScheduler:
         self.piece = piece
         self.device = device
         self.max_batch_size = max_batch_size
+        self.owner_rows = (
+            max_batch_size if owner_share >= 1 else max(1, math.ceil(max_batch_size * owner_share))
+        )
         self.chunk_size = chunk_size
         self.batch = BatchCache()
         self.active: list[Sequence] = []
@@ -111,6 +121,7 @@ class BatchScheduler:
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
         self._stopping = False
         self._scheduled = False
+        self._decode_owed = False  # the last step joined sequences and decoded nothing
         self._lock = threading.Lock()
 
     # ----- called from the event loop -------------------------------------------------------
@@ -177,10 +188,12 @@ class BatchScheduler:
             self._collect()
             self._drop_cancelled()
             try:
-                if self.waiting and len(self.active) < self.max_batch_size:
+                owed = self._decode_owed and bool(self.active)
+                if self.waiting and len(self.active) < self.max_batch_size and not owed:
                     joined = self._prefill()
                 if self.active and not joined:
                     self._decode_step()
+                self._decode_owed = joined
             except Exception as exc:  # a failed forward pass fails its batch, not the server
                 logger.exception("generation step failed")
                 self._fail_all(GenerationError(f"Generation failed: {exc}"))
@@ -237,19 +250,41 @@ class BatchScheduler:
         return True
 
     def _prefill(self) -> bool:
-        """Prefill what waits: several short prompts together in one pass, else one chunk of
-        the first prompt. True when sequences joined the batch (with their first token)."""
-        group = self._short_prompts()
+        """Prefill what may join: several short prompts together in one pass, else one chunk
+        of the first prompt. True when sequences joined the batch (with their first token)."""
+        turns = self._turns()
+        if not turns:
+            return False
+        group = self._short_prompts(turns)
         if len(group) > 1:
             return self._prefill_together(group)
-        return self._prefill_step(self.waiting[0])
+        return self._prefill_step(turns[0])
 
-    def _short_prompts(self) -> list[Sequence]:
-        """Waiting sequences (from the front) whose whole prompts fit in one pass together."""
+    def _turns(self) -> list[Sequence]:
+        """Waiting sequences that may join, in turn order: a prefill under way first, then
+        round by round across owners (each owner's first waiting sequence, then each one's
+        second, ...); those of an owner at its share of the rows wait."""
+        rows = Counter(sequence.request.owner for sequence in self.active)
+        places: Counter[str] = Counter()
+        ranked: list[tuple[bool, int, Sequence]] = []
+        for sequence in self.waiting:
+            owner = sequence.request.owner
+            ranked.append((sequence.prefill_cache is None, places[owner], sequence))
+            places[owner] += 1
+        turns: list[Sequence] = []
+        for _, _, sequence in sorted(ranked, key=lambda entry: entry[:2]):
+            owner = sequence.request.owner
+            if rows[owner] < self.owner_rows or sequence.prefill_cache is not None:
+                turns.append(sequence)
+                rows[owner] += 1
+        return turns
+
+    def _short_prompts(self, turns: list[Sequence]) -> list[Sequence]:
+        """Sequences (from the front of ``turns``) whose whole prompts fit in one pass."""
         group: list[Sequence] = []
         budget = self.chunk_size * 2
         free = self.max_batch_size - len(self.active)
-        for sequence in self.waiting:
+        for sequence in turns:
             size = len(sequence.request.prompt_ids)
             started = sequence.prefill_cache is not None
             if started or sequence.request.prompt_logprobs or size > budget or len(group) == free:
@@ -322,7 +357,7 @@ class BatchScheduler:
         sequence.prefilled = end
         if end < len(prompt):
             return False
-        self.waiting.popleft()
+        self.waiting.remove(sequence)
         cache, sequence.prefill_cache = sequence.prefill_cache, None
         rows = self.batch.add(cache, [len(prompt)])
         self.active.append(sequence)

@@ -103,6 +103,7 @@ class TransformersEngine(LoraEngine):
             device=self.device,
             max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
             chunk_size=self.prefill_chunk,
+            owner_share=self.options.owner_share,
             vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
         )
         logger.info(

@@ -18,7 +18,7 @@ from common.errors import ServalError, UnsupportedError
 from common.generation import Completion
 from common.model import Lease
 from common.tokenizing import encode_text
-from endpoints.dependencies import caller_key, get_state, require_api
+from endpoints.dependencies import caller_key, get_state, require_api, share_owner
 from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
 from endpoints.Kobold.plan import KoboldPlan
 from endpoints.Kobold.types.common import (
@@ -71,7 +71,7 @@ async def _start(
     """Plan the request and start its job; the job holds the model until it ends."""
     state: ServerState = get_state(request)
     request_id: str = request.state.request_id
-    lease: Lease = await state.container.acquire()
+    lease: Lease = await state.container.acquire(share_owner(request))
     try:
         plan = KoboldPlan(body, lease, state, stream)
         jobs = await plan.jobs(request_id)
@@ -146,6 +146,7 @@ async def generate_stream(body: GenerateRequest, request: Request) -> Any:
         event="message",
         done=False,
         headers=plan.unsupported(request.state.request_id),
+        send_timeout=state.config.network.stream_send_timeout,
     )
 
 

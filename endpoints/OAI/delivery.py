@@ -31,7 +31,13 @@ async def deliver(
     request.state.lease = lease  # the request's log line reports the tokens it made
     headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
     if stream and not state.config.developer.disable_request_streaming:
-        return sse_response(streamed(), state.config.network.sse_ping_interval, headers=headers)
+        network = state.config.network
+        return sse_response(
+            streamed(),
+            network.sse_ping_interval,
+            headers=headers,
+            send_timeout=network.stream_send_timeout,
+        )
     response.headers.update(headers)
     try:
         completions = await cancel_on_disconnect(request, collect_all(runner or lease, jobs))

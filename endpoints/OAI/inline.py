@@ -10,7 +10,7 @@ from common.auth import KeyLevel
 from common.errors import BadRequestError, PermissionDeniedError
 from common.model import Lease
 from common.paths import safe_child
-from endpoints.dependencies import key_level
+from endpoints.dependencies import key_level, share_owner
 from endpoints.state import ServerState
 
 
@@ -24,11 +24,12 @@ async def lease_for(model: str | None, request: Request, state: ServerState) -> 
     """
     config = state.config.model
     container = state.container
+    owner = share_owner(request)
     if not model or not config.inline_model_loading or model in config.dummy_model_names:
-        return await container.acquire()
+        return await container.acquire(owner)
     if key_level(request) >= KeyLevel.ADMIN:
-        return await container.acquire_model(container.plan_load(model, request={}))
-    lease = await container.acquire()
+        return await container.acquire_model(container.plan_load(model, request={}), owner)
+    lease = await container.acquire(owner)
     if model != lease.name and _folder(state, model) != lease.path:
         lease.release()
         raise PermissionDeniedError(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from backends.base import GenerationRequest, LoadOptions
+from backends.base import GenerationChunk, GenerationRequest, LoadOptions
+from backends.transformers.batch import BatchScheduler, Sequence
 from backends.transformers.engine import TransformersEngine
 from common.config import LimitsConfig
 from common.errors import ContextLengthError
@@ -114,3 +117,91 @@ def test_prompt_over_the_context_is_refused(engine: TransformersEngine) -> None:
         build_request(engine, "t", [5] * 600, GREEDY, LimitsConfig())
     request = build_request(engine, "t", [5] * 500, GREEDY, LimitsConfig())
     assert request.max_new_tokens == 12  # max_tokens is clamped to what is left of the context
+
+
+def test_a_running_stream_gets_tokens_while_requests_keep_joining(
+    engine: TransformersEngine,
+) -> None:
+    """A new one-token request arrives at every step (submitted as the previous one finishes,
+    from the compute thread), the way a busy server sees them. The running stream must still
+    get a token at least every other step, not wait until the arrivals stop."""
+    scheduler = engine.scheduler
+    assert scheduler is not None
+    eos = frozenset(engine.special_tokens.eos_ids)
+    joiners = 12
+    events: list[str] = []  # "S": a token of the running stream; "J": a request that joined
+    done = threading.Event()
+
+    def join_next() -> None:
+        scheduler.submit(job(engine, "x", max_tokens=1), joiner_emit, eos)
+
+    def joiner_emit(item: GenerationChunk | BaseException) -> None:
+        if isinstance(item, BaseException) or item.finish_reason is not None:
+            events.append("J")
+            if events.count("J") < joiners:
+                join_next()
+            else:
+                done.set()
+
+    def stream_emit(item: GenerationChunk | BaseException) -> None:
+        if isinstance(item, GenerationChunk) and item.token_ids:
+            if "S" not in events:
+                join_next()  # the stream runs: requests start arriving
+            events.append("S")
+
+    running = scheduler.submit(
+        job(engine, "Hello", max_tokens=400, min_tokens=400), stream_emit, eos
+    )
+    try:
+        assert done.wait(timeout=120)
+    finally:
+        scheduler.cancel(running)
+    during = events[events.index("J") : len(events) - events[::-1].index("J")]
+    assert during.count("J") == joiners
+    assert during.count("S") >= joiners - 2, "".join(during)
+
+
+def test_owners_take_turns_for_the_batch_and_keep_to_their_share(
+    engine: TransformersEngine,
+) -> None:
+    """Four rows, a share of one half: owner a's six jobs (one request with n=6) hold two rows
+    and wait for the rest, so owner b's job, submitted after them, joins at once."""
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        make_matcher=engine._make_matcher,
+        device=engine.device,
+        max_batch_size=4,
+        chunk_size=engine.prefill_chunk,
+        owner_share=0.5,
+    )
+    eos = frozenset(engine.special_tokens.eos_ids)
+    joined: list[str] = []  # the owner of each job, as its first token comes
+    done = threading.Event()
+
+    def emit_for(name: str) -> Callable[[GenerationChunk | BaseException], None]:
+        first = [True]
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            if first[0]:
+                first[0] = False
+                joined.append(name)
+            if name == "b" and not isinstance(item, BaseException) and item.finish_reason:
+                done.set()
+
+        return emit
+
+    def submit(owner: str, **kw: int) -> Sequence:
+        request = replace(job(engine, "Hello", **kw), owner=owner)
+        return scheduler.submit(request, emit_for(owner), eos)
+
+    flood = [submit("a", max_tokens=200, min_tokens=200) for _ in range(6)]
+    submit("b", max_tokens=2, min_tokens=2)
+    try:
+        assert done.wait(timeout=120)
+        assert joined[:3].count("a") == 2 and "b" in joined[:3], joined
+    finally:
+        for sequence in flood:
+            scheduler.cancel(sequence)
+        scheduler.stop()
