@@ -66,7 +66,10 @@ def test_api_routes_keep_their_answers(client: TestClient) -> None:
     assert with_key.json() == {"permission": "api"}
     admin = client.get("/v1/auth/permission", headers={"X-Admin-Key": ADMIN_KEY})
     assert admin.json() == {"permission": "admin"}
-    missing = client.post("/v1/no-such-route", json={})
+    assert client.post("/v1/no-such-route", json={}).status_code == 401  # bodies need a key first
+    missing = client.post(
+        "/v1/no-such-route", json={}, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "not_found_error"
     assert client.get("/console/%2e%2e/index.html").status_code == 404

@@ -170,7 +170,6 @@ def test_owners_take_turns_for_the_batch_and_keep_to_their_share(
         model=engine.model,
         decode=engine.decode,
         piece=engine.token_piece,
-        make_matcher=engine._make_matcher,
         device=engine.device,
         max_batch_size=4,
         chunk_size=engine.prefill_chunk,
