@@ -13,7 +13,7 @@ case at the largest allowed settings in a subprocess.
 Grammar work never runs on the compute thread or the default thread pool, so a costly grammar
 neither stalls a batch step nor starves model loads. A caller that waits longer than its
 timeout gets a :class:`~common.errors.GrammarError`; the work itself cannot be interrupted, but
-llguidance's fuel limits (:data:`PARSER_LIMITS`) end it soon after.
+llguidance's fuel limits (:func:`parser_limits`) end it soon after.
 """
 
 from __future__ import annotations
@@ -38,26 +38,25 @@ STACK_BYTES = 512 << 20
 # always has the rest: a costly grammar slows grammar requests, never everyone.
 WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 
+
 # Bounds inside llguidance (its defaults, tightened). The step limits bound the time of one
 # mask computation: a grammar that needs more fails its own job, never the batch. The initial
 # fuel bounds the lexer work of a matcher's first mask (paid on a grammar thread, see
 # build_matcher): measured on 2 busy cores, 1,000,000 (llguidance's default) let one regex
 # (``a{1000000}``) take 2.2 s; 200,000 takes 0.3 s, and every grammar Serval writes fits.
-PARSER_LIMITS: dict[str, int | bool] = dict(
-    max_items_in_row=2000,
-    initial_lexer_fuel=200_000,
-    step_lexer_fuel=200_000,
-    step_max_items=50_000,
-    max_lexer_states=50_000,
-    max_grammar_size=200_000,
-    verbose_errors=False,
-)
+def parser_limits() -> llguidance.LLParserLimits:
+    return llguidance.LLParserLimits(
+        max_items_in_row=2000,
+        initial_lexer_fuel=200_000,
+        step_lexer_fuel=200_000,
+        step_max_items=50_000,
+        max_lexer_states=50_000,
+        max_grammar_size=200_000,
+        verbose_errors=False,
+    )
+
 
 _Job = tuple[Future[Any], Callable[[], Any]]
-
-
-def parser_limits() -> llguidance.LLParserLimits:
-    return llguidance.LLParserLimits(**PARSER_LIMITS)
 
 
 class BigStackPool:

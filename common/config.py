@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "SERVAL_"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -372,7 +373,7 @@ def _merge(base: dict[str, Any], layer: dict[str, dict[str, Any]]) -> None:
         target.update(values)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     location = ".".join(str(part) for part in error["loc"])
     given = error.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"

@@ -7,7 +7,7 @@ message instead of an error in the middle of a stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -29,7 +29,7 @@ from common.sampling import SamplingParams
 class JobRunner(Protocol):
     """Anything that runs a job: an engine, or a lease on one (which also records metrics)."""
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]: ...
 
 
 def _check_ids(ids: Sequence[int], vocab: int, param: str) -> None:
@@ -207,7 +207,7 @@ async def collect_all(source: JobRunner, requests: list[GenerationRequest]) -> l
 
 async def merge_streams(
     source: JobRunner, requests: list[GenerationRequest]
-) -> AsyncIterator[tuple[int, GenerationChunk]]:
+) -> AsyncGenerator[tuple[int, GenerationChunk]]:
     """Chunks of several jobs as they come, tagged with the job's index.
 
     Closing the iterator (a client that went away) cancels every job.

@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
@@ -27,9 +27,12 @@ from backends.base import GrammarSpec
 from common.config import LimitsConfig
 from common.errors import GrammarError
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 T = TypeVar("T")
 
-JSON_OPTIONS = {"whitespace_flexible": False, "lenient": True}
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "lenient": True}
 
 # A rule definition at the start of a line: ``name:``, ``?name:``, ``NAME.2:``, ``name[lazy]:``.
 _LARK_RULE = re.compile(r"^[ \t]*[?!]?[A-Za-z_][\w.]*(?:\[[^\]\n]*\])?[ \t]*:(?!:)", re.MULTILINE)

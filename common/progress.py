@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 from loguru import logger
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from backends.base import LoadProgress
 
@@ -31,7 +38,7 @@ async def shown_in_console(
         console=Console(stderr=True),
         transient=False,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     with progress:
         async for event in events:
             if event.model_type not in tasks:

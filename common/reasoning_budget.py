@@ -11,7 +11,7 @@ keeps the first job's ``max_tokens`` (the end tag counts toward it).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from backends.base import GenerationChunk, GenerationRequest, GenerationStats, GrammarSpec
@@ -39,7 +39,7 @@ class BudgetedRunner:
         self.source = source
         self.budget = budget
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         budget = self.budget
         tracker = ReasoningSplitter(budget.start_tag, budget.end_tag, budget.starts_inside)
         generated: list[int] = []
@@ -63,7 +63,7 @@ class BudgetedRunner:
 
     async def _answer(
         self, request: GenerationRequest, generated: list[int]
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk]:
         """The end tag, then a job that continues after it."""
         budget = self.budget
         closing = list(budget.closing_ids)

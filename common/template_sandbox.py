@@ -414,7 +414,7 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         _Rewrite().visit(template)
         return template
 
-    def concat(self, pieces: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, pieces: Iterable[str]) -> str:
         """Joins a block's output (``{% set %}`` blocks, macros, filter blocks): checked."""
         parts: list[str] = []
         size = 0

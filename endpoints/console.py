@@ -42,7 +42,11 @@ class ConsoleAssets(StaticFiles):
     """Static files that browsers revalidate (by ETag) on each load, so an upgrade shows at once."""
 
     def file_response(
-        self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+        self,
+        full_path: str | PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers["Cache-Control"] = "no-cache"

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import gc
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -348,7 +348,7 @@ class ExLlamaEngine(LoraEngine):
             tokens_outlive_rewind=self.tokens_outlive_rewind,
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         driver = self.driver
         if driver is None:
             raise UnavailableError("The model is not loaded.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +353,7 @@ class TransformersEngine(LoraEngine):
     def queued_jobs(self) -> int:
         return self.scheduler.queued if self.scheduler else 0
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         scheduler = self.scheduler
         if scheduler is None:
             raise UnavailableError("The model is not loaded.")

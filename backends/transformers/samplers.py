@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -159,7 +159,7 @@ class SamplerContext:
 Transform = Callable[[torch.Tensor, SamplerContext], torch.Tensor]
 
 
-def _ids(values: Sequence[int] | frozenset[int], vocab: int) -> torch.Tensor:
+def _ids(values: Collection[int], vocab: int) -> torch.Tensor:
     return torch.tensor(sorted(t for t in values if 0 <= t < vocab), dtype=torch.long)
 
 

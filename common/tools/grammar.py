@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.base import Engine, GrammarSpec
 from common.grammar import (
@@ -32,8 +32,15 @@ from common.tools.hermes import CLOSE as HERMES_CLOSE
 from common.tools.llama3 import PYTHON_TAG
 from common.tools.mistral import ARGS as MISTRAL_ARGS
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 SpecialId = Callable[[str], int | None]
-JSON_CALL_OPTIONS = {**JSON_OPTIONS, "item_separator": ", ", "key_separator": ": "}
+JSON_CALL_OPTIONS: JsonCompileOptions = {
+    **JSON_OPTIONS,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
@@ -92,8 +99,10 @@ def _call_object(name: str, key: str, parameters: dict[str, Any]) -> str:
     """``{"name": name, key: arguments}``; definitions the arguments refer to (``$defs``, as
     pydantic writes them) move to the root, where ``#/$defs/...`` points."""
     arguments = dict(parameters)
-    definitions = {k: arguments.pop(k) for k in ("$defs", "definitions") if k in arguments}
-    schema = {
+    definitions: dict[str, Any] = {
+        k: arguments.pop(k) for k in ("$defs", "definitions") if k in arguments
+    }
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {"name": {"const": name}, key: arguments},
         "required": ["name", key],
@@ -103,7 +112,7 @@ def _call_object(name: str, key: str, parameters: dict[str, Any]) -> str:
     return _json(schema, JSON_CALL_OPTIONS)
 
 
-def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
+def _json(schema: dict[str, Any], options: JsonCompileOptions) -> str:
     return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
 
 

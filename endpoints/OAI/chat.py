@@ -214,7 +214,7 @@ def _response(plan: _Plan, completions: list[Completion]) -> ChatCompletionRespo
                 index=index,
                 message=response_message(output, plan.legacy),
                 logprobs=logprobs,
-                finish_reason=reason,  # type: ignore[arg-type]
+                finish_reason=reason,
                 stop_reason=completion.stop_reason,
             )
         )
@@ -273,7 +273,7 @@ async def _stream(
                         index=index,
                         delta=chat_delta(output, plan.legacy),
                         logprobs=logprobs,
-                        finish_reason=reason,  # type: ignore[arg-type]
+                        finish_reason=reason,
                     )
                 ],
             )

@@ -146,7 +146,7 @@ def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
             index=index,
             text=plan.echo_text(index) + completion.text,
             logprobs=plan.logprobs(index, completion),
-            finish_reason=completion.finish_reason,  # type: ignore[arg-type]
+            finish_reason=completion.finish_reason,
             stop_reason=completion.stop_reason,
         )
         for index, completion in enumerate(completions)
