@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
-from common.grammar import parser_limits
+from backends.grammar_threads import parser_limits
 from tests.support.scripted_generator import ScriptedGenerator
 
 STEP_SECONDS = 0.01
