@@ -91,6 +91,7 @@ def close_all(sockets: list[socket.socket]) -> None:
         conn.close()
 
 
+@pytest.mark.timeout(300)  # 12 streams of 400 tokens running beside: slow on 2 busy cores
 def test_one_key_flooding_streams_neither_blocks_nor_queues_out_another_key(
     tiny_models: Path, tmp_path: Path, sockets: list[socket.socket]
 ) -> None:
