@@ -23,7 +23,8 @@ from tests.support.server import ROOT, ServerProcess
 from tests.support.tiny_lora import build_tiny_lora
 from tests.support.tiny_model import build_tiny_model
 
-ENGINES = ("transformers", "exllamav2", "exllamav3")
+# The stand-ins first: their tests run while the transformers server still starts.
+ENGINES = ("exllamav2", "exllamav3", "transformers")
 CONTEXT = 256
 STARTUP_TIMEOUT = 400
 STANDIN_MAIN = ROOT / "tests" / "support" / "standin_main.py"
@@ -140,7 +141,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(STARTUP_TIMEOUT))
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(scope="session", params=ENGINES)  # session scope: tests run engine by engine
 def served(request: pytest.FixtureRequest, conformance_servers: dict[str, Served]) -> Served:
     served = conformance_servers[request.param]
     served.server.wait_ready(timeout=STARTUP_TIMEOUT - 60)  # at once when it is up already

@@ -80,6 +80,7 @@ def served(check_models: Path, backend: str) -> Iterator[ServerProcess]:
     config = {
         "network": {"api_servers": ["OAI"]},
         "model": {"model_dir": str(check_models), "model_name": "tiny", "backend": backend},
+        "lora": {"lora_dir": str(check_models)},
         "embeddings": {"embedding_model_name": None},
     }
     process = ServerProcess(check_models / f"server-{backend}", config).start(timeout=600)

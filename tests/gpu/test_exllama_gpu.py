@@ -115,3 +115,34 @@ def test_json_schema_output_over_http(served: ServerProcess) -> None:
     )
     person = json.loads(answer.choices[0].message.content or "")
     assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+
+
+def test_a_lora_over_http_changes_the_answer_and_unloading_restores_it(
+    served: ServerProcess,
+) -> None:
+    """What the conformance suite cannot show over the stand-in generator, through the same
+    route and model container: POST /v1/lora/load on a real model."""
+    body = {"prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0}
+    with served.admin() as admin:
+
+        def answer() -> str:
+            response = admin.post("/v1/completions", json=body)
+            assert response.status_code == 200, response.text
+            return response.json()["choices"][0]["text"]
+
+        before = answer()
+        loaded = admin.post("/v1/lora/load", json={"loras": [{"name": "tiny-lora"}]})
+        assert loaded.json() == {"success": ["tiny-lora"], "failure": []}
+        adapted = answer()
+        assert admin.post("/v1/lora/unload").status_code == 200
+        after = answer()
+    assert adapted != before
+    assert after == before
+
+
+def test_seeded_choices_differ_over_http(served: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=API_KEY)
+    answer = client.completions.create(
+        model="tiny", prompt=PROMPTS[0], max_tokens=8, n=3, seed=3, temperature=1.0
+    )
+    assert len({choice.text for choice in answer.choices}) > 1

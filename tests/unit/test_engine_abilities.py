@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
 
-from backends.base import DraftOptions, LoadOptions, LoraEngine
+from backends.base import DraftOptions, Engine, LoadOptions, LoraEngine
 from backends.registry import ENGINES, engine_class
-from common.errors import UnsupportedError
+from common.errors import UnavailableError, UnsupportedError
 
 
 @pytest.mark.parametrize("backend", ENGINES)
@@ -41,3 +43,17 @@ def test_the_gpu_engines_draft_and_the_cpu_engine_does_not() -> None:
     assert engine_class("exllamav2").draft_modes == {"model", "ngram"}
     assert engine_class("exllamav3").draft_modes == {"model", "ngram"}
     assert engine_class("transformers").draft_modes == frozenset()
+
+
+def test_the_container_gates_loras_on_the_engine_type(tmp_path: Path) -> None:
+    from backends.exllamav2.engine import ExLlamaV2Engine
+    from common.config import build_config
+    from common.model import ModelContainer
+
+    container = ModelContainer(build_config({"model": {"model_name": None}}))
+    container.engine = ExLlamaV2Engine(LoadOptions(path=tmp_path, name="m"))
+    with pytest.raises(UnavailableError, match="not loaded"):  # past the gate, in the engine
+        asyncio.run(container.load_loras([]))
+    container.engine = Mock(spec=Engine, backend="plain")
+    with pytest.raises(UnsupportedError, match="plain engine cannot load LoRAs"):
+        asyncio.run(container.load_loras([]))
