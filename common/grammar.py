@@ -139,18 +139,17 @@ def _regex_depth(pattern: str) -> int:
     return deepest
 
 
-def _validate(grammar: str, description: str) -> GrammarSpec:
+def _validate(grammar: str, description: str) -> None:
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
         grammar, None, limits=grammar_threads.parser_limits()
     )
     if is_error:
         raise GrammarError(f"Invalid {description}: {messages[0] if messages else 'unknown error'}")
-    return GrammarSpec(grammar=grammar, description=description)
 
 
 def _validated(grammar: str, description: str, bounds: GrammarBounds) -> GrammarSpec:
-    spec = _on_grammar_thread(_validate, grammar, description, timeout=bounds.timeout)
-    return GrammarSpec(grammar=spec.grammar, description=description, build_timeout=bounds.timeout)
+    _on_grammar_thread(_validate, grammar, description, timeout=bounds.timeout)
+    return GrammarSpec(grammar=grammar, description=description, build_timeout=bounds.timeout)
 
 
 def _json_grammar(text: str) -> str:

@@ -79,8 +79,8 @@ class _Plan:
             schema_of(body.response_format) or params.json_schema,
             params.regex_pattern,
             params.grammar_string,
-            GrammarBounds.from_limits(state.config.limits),
         )
+        self.grammar_bounds = GrammarBounds.from_limits(state.config.limits)
         self.body = body
         self.engine = engine
         self.model = lease.name
@@ -98,7 +98,7 @@ class _Plan:
             await _prompt_ids(self.engine, p, self.params, limits) for p in self.body.prompts()
         ]
         grammar = await compile_grammar(
-            build_grammar, *self.grammar_args, bounds=self.grammar_args[-1]
+            build_grammar, *self.grammar_args, self.grammar_bounds, bounds=self.grammar_bounds
         )
         body = self.body
         jobs = []
