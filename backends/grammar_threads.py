@@ -6,9 +6,9 @@ overflows near 2,700 chained rules, and a stack overflow kills the whole process
 line). So every grammar compile, validation and matcher construction in Serval runs here, on
 threads whose stack is :data:`STACK_BYTES` (reserved address space, touched only as deep as the
 recursion goes). The size and rule limits in ``common/grammar.py`` keep every grammar that
-reaches llguidance far below what that stack survives (figures in
-docs/security-grammar-templates.md); ``tests/unit/test_grammar_bounds.py`` proves the worst
-case at the largest allowed settings in a subprocess.
+reaches llguidance far below what that stack survives (figures in docs/security.md, "Grammars
+and chat templates"); ``tests/unit/test_grammar_bounds.py`` proves the worst case at the largest
+allowed settings in a subprocess.
 
 Grammar work never runs on the compute thread or the default thread pool, so a costly grammar
 neither stalls a batch step nor starves model loads. A caller that waits longer than its
