@@ -90,9 +90,9 @@ def test_dimensions_only_where_the_model_allows_it(embedder: ServerProcess, api_
         ({"input": ["fine", ""]}, 400, "input[1] is an empty string"),
         ({"input": [1, 2, 3]}, 400, "Token arrays are not supported"),
         ({"input": [[1, 2], [3]]}, 400, "Token arrays are not supported"),
-        ({"input": "hi", "encoding_format": "int8"}, 422, "encoding_format"),
-        ({"input": "hi", "dimensions": 0}, 422, "dimensions"),
-        ({}, 422, "input"),
+        ({"input": "hi", "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "hi", "dimensions": 0}, 400, "dimensions"),
+        ({}, 400, "input"),
     ],
 )
 def test_bad_embedding_requests_get_clear_errors(

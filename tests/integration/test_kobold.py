@@ -274,11 +274,11 @@ def test_n_gives_several_results_and_a_stream_only_one(server: ServerProcess) ->
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
-        ({}, 422, "prompt"),
-        ({"prompt": "x", "sampler_order": [0, 9]}, 422, "sampler_order.1"),
+        ({}, 400, "prompt"),
+        ({"prompt": "x", "sampler_order": [0, 9]}, 400, "sampler_order.1"),
         ({"prompt": "x", "n": 1000}, 400, "n"),
-        ({"prompt": "x", "max_context_length": 1}, 422, "max_context_length"),
-        ({"prompt": "x", "rep_pen": -1}, 422, "rep_pen"),
+        ({"prompt": "x", "max_context_length": 1}, 400, "max_context_length"),
+        ({"prompt": "x", "rep_pen": -1}, 400, "rep_pen"),
         ({"prompt": "", "max_length": 2}, 400, "prompt"),
     ],
 )
