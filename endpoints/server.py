@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from common.errors import ServalError
 from common.progress import shown_in_console
 from endpoints.console import mount_console
 from endpoints.core import embeddings, health, loras, metrics, models, sampling, templates, tokens
+from endpoints.cors import install_cors
 from endpoints.errors import install_error_handlers
 from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
@@ -100,18 +100,11 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
         kobold.mount(app)
     if config.network.web_console:
         mount_console(app)  # after the API routes, so it never answers one of their paths
-    if config.network.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(config.network.cors_origins),
-            allow_methods=["*"],
-            allow_headers=["*"],
-            allow_credentials=False,
-        )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_size=config.network.max_body_size,
         body_timeout=config.network.body_timeout,
         metrics=state.metrics,
     )
+    install_cors(app, config.network.cors_origins, state.auth.disabled)
     return app
