@@ -136,7 +136,11 @@ class ChatLogprob(ChatLogprobAlternative):
 
 
 class ChatChoiceLogprobs(BaseModel):
+    """OpenAI requires both keys (each may be null); Serval never refuses, so ``refusal`` is
+    always null."""
+
     content: list[ChatLogprob] | None = None
+    refusal: list[ChatLogprob] | None = None
 
 
 class ResponseToolCall(BaseModel):
@@ -149,13 +153,26 @@ ChatFinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 
 
 class ResponseMessage(BaseModel):
+    """OpenAI's assistant message: ``content`` and ``refusal`` are always sent (null when
+    empty); ``tool_calls`` and ``function_call`` only when there is a call, as the spec allows
+    no null for them."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: str | None = Field(None, description="Always null: Serval does not refuse.")
     reasoning_content: str | None = None
     tool_calls: list[ResponseToolCall] | None = None
     function_call: FunctionCall | None = Field(
         None, description="The call, for requests that used the legacy functions field."
     )
+
+    @model_serializer(mode="wrap")
+    def _calls_only_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for key in ("tool_calls", "function_call"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class ChatChoice(BaseModel):
