@@ -9,9 +9,9 @@ sent, and ``additive`` puts the preset's list before the client's.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
