@@ -135,6 +135,13 @@ def _result(
     )
 
 
+@united.post(  # the Horde worker posts to /api/latest/generate/
+    "/generate/",
+    response_model=GenerateResponse,
+    response_model_exclude_none=True,
+    include_in_schema=False,
+    dependencies=KEY,
+)
 @united.post(
     "/generate",
     response_model=GenerateResponse,
