@@ -66,7 +66,7 @@ def other_key(server: ServerProcess) -> Iterator[str]:
     original = path.read_text()
 
     def status() -> int:
-        url = f"{server.url}/api/v1/info/version"
+        url = f"{server.url}/api/extra/generate/check"  # a route that needs a key
         return httpx.get(url, headers={"X-API-Key": OTHER_KEY}).status_code
 
     path.write_text(yaml.safe_dump({"admin_key": ADMIN_KEY, "api_key": [API_KEY, OTHER_KEY]}))
