@@ -152,6 +152,10 @@ class ResponseToolCall(BaseModel):
 ChatFinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ResponseMessage(BaseModel):
     """OpenAI's assistant message: ``content`` and ``refusal`` are always sent (null when
     empty); ``tool_calls`` and ``function_call`` only when there is a call, as the spec allows
@@ -161,18 +165,12 @@ class ResponseMessage(BaseModel):
     content: str | None = None
     refusal: str | None = Field(None, description="Always null: Serval does not refuse.")
     reasoning_content: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
+    tool_calls: list[ResponseToolCall] | None = Field(None, exclude_if=_absent)
     function_call: FunctionCall | None = Field(
-        None, description="The call, for requests that used the legacy functions field."
+        None,
+        exclude_if=_absent,
+        description="The call, for requests that used the legacy functions field.",
     )
-
-    @model_serializer(mode="wrap")
-    def _calls_only_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        for key in ("tool_calls", "function_call"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
 
 
 class ChatChoice(BaseModel):
