@@ -51,8 +51,10 @@ class NetworkConfig(Section):
     sse_ping_interval: float = Field(
         15.0, ge=0, description="Seconds between keep-alive comments in SSE streams (0: none)."
     )
-    cors_origins: list[str] = Field(
-        [], description="Origins allowed to call the API from a browser (CORS). Empty: CORS off."
+    cors_origins: list[str] | None = Field(
+        None,
+        description="Browser origins allowed to call the API (CORS). null: any origin while keys "
+        "are needed, only loopback pages with disable_auth; a list: those; []: CORS off.",
     )
     max_body_size: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."

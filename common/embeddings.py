@@ -59,7 +59,7 @@ class EmbeddingContainer:
 
     def list_models(self) -> list[str]:
         """Every sentence-transformers model folder in ``embedding_model_dir``."""
-        return [name for name, _ in find_folders(self.model_dir, is_embedding_folder)]
+        return [name for name, _ in find_folders(self.model_dir, is_embedding_folder, linked=True)]
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
         """On the process's compute thread, with the text models (see backends/compute.py)."""

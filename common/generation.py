@@ -144,8 +144,9 @@ UNSUPPORTED_HEADER = "X-Serval-Unsupported-Params"
 
 
 def unsupported_report(engine: Engine, params: SamplingParams, request_id: str) -> dict[str, str]:
-    """Sampler settings the engine cannot apply: logged, and a response header naming them."""
-    names = engine.unsupported_params(params)
+    """Sampler settings the engine cannot apply, and those no engine applies: logged, and a
+    response header naming them."""
+    names = [*params.not_applied, *engine.unsupported_params(params)]
     if not names:
         return {}
     logger.warning(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -12,10 +14,23 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
 
 
+@dataclass(frozen=True)
+class LastJob:
+    """The job that finished last (KoboldCpp's /api/extra/perf reports it)."""
+
+    stats: GenerationStats
+    finish_reason: str | None
+    stop_reason: str | int | None
+    seed: int | None
+    ended_at: float
+
+
 class Metrics:
     """Every metric Serval exports; one instance per app so tests can run several servers."""
 
     def __init__(self) -> None:
+        self.last_job: LastJob | None = None
+        self.finished_jobs = 0
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -61,7 +76,15 @@ class Metrics:
         self.running_jobs.set_function(running)
         self.queued_jobs.set_function(queued)
 
-    def job_finished(self, stats: GenerationStats) -> None:
+    def job_finished(
+        self,
+        stats: GenerationStats,
+        finish_reason: str | None = None,
+        stop_reason: str | int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.last_job = LastJob(stats, finish_reason, stop_reason, seed, time.time())
+        self.finished_jobs += 1
         self.prompt_tokens.inc(stats.prompt_tokens)
         self.generated_tokens.inc(stats.completion_tokens)
         self.cached_tokens.inc(stats.cached_tokens)

@@ -475,7 +475,9 @@ class Lease:
             async for chunk in self.engine.generate(request):
                 if chunk.stats is not None:
                     finished = True
-                    metrics.job_finished(chunk.stats)
+                    metrics.job_finished(
+                        chunk.stats, chunk.finish_reason, chunk.stop_reason, request.params.seed
+                    )
                     self.completion_tokens += chunk.stats.completion_tokens - handed_on
                 else:
                     handed_on += len(chunk.token_ids)

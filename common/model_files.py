@@ -54,10 +54,14 @@ def is_embedding_folder(path: Path) -> bool:
 
 
 def find_folders(
-    base: Path, accept: Callable[[Path], bool], exclude: tuple[Path, ...] = ()
+    base: Path,
+    accept: Callable[[Path], bool],
+    exclude: tuple[Path, ...] = (),
+    linked: bool = False,
 ) -> list[tuple[str, Path]]:
-    """Folders below ``base`` (a few levels deep, symlinks not followed) that ``accept`` takes,
-    as (id relative to ``base``, path); the search does not go inside an accepted folder."""
+    """Folders below ``base`` (a few levels deep) that ``accept`` takes, as (id relative to
+    ``base``, path); the search does not go inside an accepted folder, nor through a symlink.
+    With ``linked``, a symlinked folder that ``accept`` takes is listed (see common/paths.py)."""
     if not base.is_dir():
         return []
     root = base.resolve()
@@ -74,21 +78,24 @@ def find_folders(
         if here != root and accept(here):
             found.append((here.relative_to(root).as_posix(), here))
             dirs[:] = []
-    return found
+        elif linked:
+            links = [here / d for d in dirs if (here / d).is_symlink() and accept(here / d)]
+            found += [(link.relative_to(root).as_posix(), link) for link in links]
+    return sorted(found)
 
 
 def list_model_folders(base: Path, exclude: tuple[Path, ...] = ()) -> list[ModelFolder]:
     """Every language model folder (with a config.json) below ``base``, by relative id."""
     return [
         ModelFolder(name, path, context_length(path))
-        for name, path in find_folders(base, is_model_folder, exclude)
+        for name, path in find_folders(base, is_model_folder, exclude, linked=True)
         if not is_embedding_folder(path)
     ]
 
 
 def resolve_model_folder(base: Path, name: str, what: str = "model_name") -> Path:
     """The folder for ``name`` under ``base``: 400 if it escapes, 404 if it is not there."""
-    path = safe_child(base, name, what=what)
+    path = safe_child(base, name, what=what, follow_links=True)
     if not path.is_dir():
         raise NotFoundError(f"Model {name!r} not found in {base}/.", param=what)
     return path

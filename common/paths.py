@@ -1,7 +1,9 @@
 """Names that clients send for files (models, LoRAs, templates, presets) and where they may lead.
 
-Every such name is resolved below its base folder; a name that is absolute, climbs with ``..``,
-or leads out through a symlink is refused before anything is read.
+Every such name is resolved below its base folder; a name that is absolute or climbs with ``..``
+is refused before anything is read. A symlink on the way leads out only where the caller allows
+it: model folders the operator linked into ``model_dir`` (models kept on another disk) are served,
+as TabbyAPI serves them; the name in the request still never leaves ``model_dir`` by itself.
 """
 
 from __future__ import annotations
@@ -37,10 +39,18 @@ def _check_name_bytes(name: str, what: str, param: str) -> None:
             )
 
 
-def safe_child(base: Path, name: str, what: str = "name", param: str | None = None) -> Path:
+def safe_child(
+    base: Path,
+    name: str,
+    what: str = "name",
+    param: str | None = None,
+    follow_links: bool = False,
+) -> Path:
     """``base / name`` resolved, or :class:`BadRequestError` if it would leave ``base``.
 
     ``what`` names the value in the message; ``param`` (default ``what``) is the request field.
+    With ``follow_links`` a symlink inside ``base`` may lead elsewhere (the operator put it
+    there), and the path is returned as named, below ``base``.
     """
     param = param or what
     if not name or "\x00" in name or "\\" in name:
@@ -50,6 +60,8 @@ def safe_child(base: Path, name: str, what: str = "name", param: str | None = No
     if relative.is_absolute() or any(part in ("..", "") for part in relative.parts):
         raise BadRequestError(f"Invalid {what} {name!r}: it must stay inside {base}/", param=param)
     root = base.resolve()
+    if follow_links:
+        return root / relative
     target = (root / relative).resolve()
     if not target.is_relative_to(root):
         raise BadRequestError(f"Invalid {what} {name!r}: it leads outside {base}/", param=param)

@@ -9,13 +9,23 @@ sent, and ``additive`` puts the preset's list before the client's.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from loguru import logger
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from common.errors import BadRequestError, NotFoundError
 from common.paths import safe_child
@@ -45,6 +55,39 @@ def _string_list(value: Any) -> Any:
     if isinstance(value, str):
         return [value]
     return value
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _off_unless(test: Callable[[float], bool]) -> Callable[[Any], bool]:
+    """A numeric setting that is on when ``test`` holds for it (other values leave it off)."""
+    return lambda value: (number := _number(value)) is not None and test(number)
+
+
+NOT_APPLIED: dict[str, Callable[[Any], bool]] = {
+    # Classifier-free guidance (TabbyAPI's cfg_scale, SillyTavern's guidance_scale): 1 is off.
+    "cfg_scale": _off_unless(lambda v: v != 1),
+    "guidance_scale": _off_unless(lambda v: v != 1),
+    "negative_prompt": lambda value: isinstance(value, str) and value != "",
+    "speculative_ngram": lambda value: value is True,
+    "smoothing_curve": _off_unless(lambda v: v != 1),  # 1: plain quadratic smoothing
+    "adaptive_target": _off_unless(lambda v: v >= 0),  # KoboldCpp's adaptive-P: < 0 is off
+    "adaptive_decay": lambda value: False,  # named with adaptive_target only (see below)
+}
+"""Settings clients send that no engine applies, and when a sent value asks for them.
+
+SillyTavern sends every one of them with its neutral value in each request; only a value that
+asks for the sampler is named in ``X-Serval-Unsupported-Params``."""
+
+
+def not_applied(data: dict[str, Any]) -> tuple[str, ...]:
+    """The settings of the raw request ``data`` that ask for something no engine does."""
+    names = [name for name, asks in NOT_APPLIED.items() if name in data and asks(data[name])]
+    if "adaptive_target" in names and "adaptive_decay" in data:
+        names.append("adaptive_decay")
+    return tuple(names)
 
 
 class SamplerRequest(BaseModel):
@@ -96,6 +139,14 @@ class SamplerRequest(BaseModel):
     top_a: float | None = Field(None, ge=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     tfs: float | None = Field(None, ge=0, le=1, description="Tail-free sampling (1: off).")
+    top_n_sigma: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        validation_alias=_aliases("top_n_sigma", "nsigma"),
+        description="Top-nσ: keep tokens whose logit is within n standard deviations of the "
+        "largest (0: off).",
+    )
     typical: float | None = Field(
         None,
         gt=0,
@@ -179,6 +230,21 @@ class SamplerRequest(BaseModel):
         description="Constrain output to a Lark grammar (GBNF when it contains '::=').",
     )
 
+    _not_applied: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _record_not_applied(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        request = handler(data)
+        if isinstance(data, dict) and isinstance(request, SamplerRequest):
+            request._not_applied = not_applied(data)
+        return request
+
+    @property
+    def not_applied(self) -> tuple[str, ...]:
+        """Settings this request asked for that no engine applies (see :data:`NOT_APPLIED`)."""
+        return self._not_applied
+
     @field_validator("stop", "banned_strings", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -248,6 +314,7 @@ class SamplingParams:
     top_a: float = 0.0
     min_p: float = 0.0
     tfs: float = 1.0
+    top_n_sigma: float = 0.0
     typical: float = 1.0
     skew: float = 0.0
     xtc_probability: float = 0.0
@@ -277,6 +344,8 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     regex_pattern: str | None = None
     grammar_string: str | None = None
+    not_applied: tuple[str, ...] = ()
+    """Settings the request asked for that no engine applies (named to the client)."""
 
     @property
     def greedy(self) -> bool:
@@ -415,4 +484,7 @@ def resolve(request: SamplerRequest, preset: OverridePreset | None = None) -> Sa
             sent[name] = {**value, **(sent.get(name) or {})}
         else:
             sent.setdefault(name, value)
-    return SamplingParams(**{name: _to_param(name, value) for name, value in sent.items()})
+    return SamplingParams(
+        **{name: _to_param(name, value) for name, value in sent.items()},
+        not_applied=request.not_applied,
+    )

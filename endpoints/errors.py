@@ -40,20 +40,35 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[int, dict]:
+    """A 400 in the OpenAI shape (OpenAI's ``BadRequestError``, never FastAPI's 422).
+
+    A body that is not JSON, or not a JSON object, names no ``param``: the position FastAPI puts
+    in the location of a JSON syntax error is a character offset, not a field.
+    """
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    if first.get("type") in ("json_invalid", "model_attributes_type") and _location(
-        first["loc"]
-    ) in ("", "0"):
-        detail = first.get("ctx", {}).get("error") or first["msg"]
+    first: dict[str, Any] = (
+        dict(errors[0]) if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    )
+    kind = first.get("type")
+    if kind == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error") or first["msg"]
+        offset = first["loc"][-1] if first["loc"] and isinstance(first["loc"][-1], int) else None
+        where = f" at character {offset}" if offset is not None else ""
         return 400, error_body(
-            f"The body is not valid JSON: {detail}", "invalid_request_error", None, "invalid_json"
+            f"The body is not valid JSON: {detail}{where}.",
+            "invalid_request_error",
+            None,
+            "invalid_json",
+        )
+    if kind in ("model_attributes_type", "missing") and _location(first["loc"]) == "":
+        return 400, error_body(
+            "The body must be a JSON object.", "invalid_request_error", None, "invalid_json"
         )
     where = _location(first["loc"])
     message = f"{where}: {first['msg']}" if where else first["msg"]
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return 422, error_body(message, "invalid_request_error", where or None, "invalid_value")
+    return 400, error_body(message, "invalid_request_error", where or None, "invalid_value")
 
 
 def install_error_handlers(app: FastAPI, send_tracebacks: bool) -> None:

@@ -56,9 +56,12 @@ class RequestContextMiddleware:
         line = f"{request_id[:8]} {scope['method']} {scope['path']} {status} {elapsed:.0f} ms"
         if extra:
             line += f" {extra}"
-        if status >= 500:
+        probe = scope["path"] in ("/health", "/metrics")
+        if status == 503:  # unavailable (no model, one loading): a state, not a fault
+            logger.log("INFO" if probe else "WARNING", line)
+        elif status >= 500:
             logger.error(line)
-        elif scope["path"] in ("/health", "/metrics"):
+        elif probe:
             logger.debug(line)
         else:
             logger.info(line)

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from common.errors import ServalError
@@ -25,6 +24,7 @@ from endpoints.core import (
     templates,
     tokens,
 )
+from endpoints.cors import install_cors
 from endpoints.errors import install_error_handlers
 from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
@@ -128,13 +128,6 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
             config.network.max_body_size, config.network.body_timeout, config.limits
         ),
     )
-    if config.network.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(config.network.cors_origins),
-            allow_methods=["*"],
-            allow_headers=["*"],
-            allow_credentials=False,
-        )
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    install_cors(app, config.network.cors_origins, state.auth.disabled)
     return app

@@ -24,6 +24,8 @@ def unsupported(params: SamplingParams) -> list[str]:
         found.append("repetition_penalty_slope")
     if params.sampler_order:
         found.append("sampler_order")
+    if params.top_n_sigma > 0:
+        found.append("top_n_sigma")  # ExLlamaV2 0.3.2 has no top-nσ step
     if params.mirostat_mode == 1:
         found.append("mirostat_mode")  # ExLlamaV2 has mirostat 2 only; mode 1 runs as mode 2
     if params.banned_strings and (

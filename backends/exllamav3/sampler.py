@@ -29,6 +29,7 @@ def unsupported(params: SamplingParams) -> list[str]:
     checks = {
         "top_a": params.top_a > 0,
         "tfs": params.tfs < 1,
+        "top_n_sigma": params.top_n_sigma > 0,
         "typical": params.typical < 1,
         "skew": params.skew != 0,
         "smoothing_factor": params.smoothing_factor > 0,

@@ -9,6 +9,7 @@ returns at once when its sampler is off. They run in the order of :data:`DEFAULT
                     stop tokens by ``min_tokens``; tokens a banned string backtracked from
 3. ``penalties``    repetition (multiplicative), then presence and frequency (additive)
 4. ``dry``          DRY: penalise tokens that would extend a repeat of earlier text
+   ``top_n_sigma``  top-nσ: keep the tokens within n standard deviations of the top logit
 5. ``temperature``  quadratic smoothing, then static or dynamic (min_temp..max_temp) temperature
 6. ``top_k``, ``top_p``, ``top_a``, ``min_p``, ``tfs``, ``typical``   truncation (ExLlamaV2's order)
 7. ``xtc``          exclude top choices
@@ -432,6 +433,23 @@ def _sorted_candidates(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np
     return probs, order, probs[order]
 
 
+def top_n_sigma(logits: torch.Tensor, ctx: SamplerContext) -> torch.Tensor:
+    """Top-nσ (Tang et al., 2024): keep the tokens whose logit is at least the largest minus
+    ``n`` standard deviations of the logits still in play (banned tokens are left out).
+
+    Scaling by a temperature scales the largest logit and the deviation alike, so the kept set
+    does not depend on temperature; it runs before it, where llama.cpp and KoboldCpp run it.
+    """
+    n = ctx.params.top_n_sigma
+    if n <= 0.0:
+        return logits
+    live = logits[torch.isfinite(logits)]
+    if live.numel() < 2:
+        return logits
+    threshold = live.max() - n * live.std(correction=0)
+    return _remove(logits, logits < threshold)
+
+
 def top_k(logits: torch.Tensor, ctx: SamplerContext) -> torch.Tensor:
     k = ctx.params.top_k
     if k <= 0 or k >= logits.shape[-1]:
@@ -537,6 +555,7 @@ TRANSFORMS: dict[str, Transform] = {
     "token_bans": token_bans,
     "penalties": penalties,
     "dry": dry,
+    "top_n_sigma": top_n_sigma,
     "temperature": temperature,
     "top_k": top_k,
     "top_p": top_p,
@@ -566,7 +585,7 @@ def sampler_order(params: SamplingParams) -> tuple[str, ...]:
         named = [name for name in dict.fromkeys(params.sampler_order) if name in KOBOLD_SAMPLERS]
         named += [name for name in DEFAULT_ORDER if name in KOBOLD_SAMPLERS and name not in named]
         steps = [step for name in named for step in KOBOLD_STEPS.get(name, (name,))]
-        return ("logit_bias", "token_bans", "dry", *steps, "xtc")
+        return ("logit_bias", "token_bans", "dry", "top_n_sigma", *steps, "xtc")
     if params.temperature_last:
         rest = [name for name in DEFAULT_ORDER if name not in ("temperature", "xtc")]
         return (*rest, "temperature", "xtc")

@@ -32,9 +32,12 @@ def owner_of(key: str) -> str:
 class KoboldJob:
     """One generation (``count`` texts) and what it produced so far."""
 
-    def __init__(self, owner: str, genkey: str, count: int, stream: bool) -> None:
+    def __init__(
+        self, owner: str, genkey: str, count: int, stream: bool, logprobs: bool = False
+    ) -> None:
         self.owner = owner
         self.genkey = genkey
+        self.logprobs = logprobs  # the request asked for them (kept for /api/extra/last_logprobs)
         self.completions = [Completion() for _ in range(count)]
         self.error: Exception | None = None
         self.aborted = False
@@ -100,7 +103,9 @@ class JobRegistry:
         self.max_finished = max_finished
         self._jobs: dict[tuple[str, str], KoboldJob] = {}
 
-    def open(self, owner: str, genkey: str, count: int, stream: bool) -> KoboldJob:
+    def open(
+        self, owner: str, genkey: str, count: int, stream: bool, logprobs: bool = False
+    ) -> KoboldJob:
         """A new job; a finished one with the same genkey is replaced, a running one is a 409."""
         self._prune()
         current = self._jobs.pop((owner, genkey), None)
@@ -109,7 +114,7 @@ class JobRegistry:
             raise ConflictError(
                 f"A generation with genkey {genkey!r} is still running.", param="genkey"
             )
-        job = KoboldJob(owner, genkey, count, stream)
+        job = KoboldJob(owner, genkey, count, stream, logprobs)
         self._jobs[(owner, genkey)] = job
         return job
 

@@ -26,7 +26,11 @@ from common.model import Lease
 from common.sampling import SamplingParams, resolve
 from common.tokenizing import encode_text, keep_end
 from endpoints.Kobold.jobs import Update
-from endpoints.Kobold.types.generation import DEFAULT_MAX_LENGTH, GenerateRequest
+from endpoints.Kobold.types.generation import (
+    DEFAULT_MAX_LENGTH,
+    KOBOLD_TOP_LOGPROBS,
+    GenerateRequest,
+)
 from endpoints.state import ServerState
 
 
@@ -146,6 +150,7 @@ class KoboldPlan:
                 self.prompt_ids,
                 seeded(params, index),
                 self.state.config.limits,
+                logprobs=KOBOLD_TOP_LOGPROBS if self.body.logprobs else None,
                 grammar=grammar,
             )
             for index in range(self.body.n)

@@ -1,12 +1,15 @@
 """The KoboldAI / KoboldCpp API under ``/api``: generation, genkeys, tokens and server info.
 
 The ``/api/v1/...`` routes are KoboldAI United's (also served as ``/api/latest/...``), the
-``/api/extra/...`` ones KoboldCpp's. Every route needs an api key; those that use the model answer
-503 while none is loaded.
+``/api/extra/...`` ones KoboldCpp's. As in KoboldCpp, the info routes answer without a key (Kobold
+Lite reads ``protected`` from /api/extra/version to know it must ask for one; without a valid key
+/api/v1/model names no model); generation, tokens, genkeys and soft prompt changes need an api
+key. Routes that use the model answer 503 while none is loaded. See docs/kobold.md.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from loguru import logger
 from sse_starlette import EventSourceResponse
 
-from common.errors import ServalError, UnsupportedError
+from common.errors import AuthenticationError, ServalError, UnsupportedError
 from common.generation import Completion
 from common.model import Lease
 from common.tokenizing import encode_text
@@ -22,8 +25,10 @@ from endpoints.dependencies import caller_key, get_state, require_api, share_own
 from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
 from endpoints.Kobold.plan import KoboldPlan
 from endpoints.Kobold.types.common import (
+    PerfResponse,
     ResultResponse,
     SoftPrompt,
+    SoftPromptChoice,
     SoftPromptList,
     TokenCountRequest,
     TokenCountResponse,
@@ -37,16 +42,42 @@ from endpoints.Kobold.types.generation import (
     GenerateResponse,
     GenerationResult,
     GenkeyRequest,
+    LogprobsResponse,
     StreamEvent,
 )
+from endpoints.OAI.shapes import chat_logprobs
+from endpoints.OAI.types.chat import ChatChoiceLogprobs
 from endpoints.state import ServerState
 from endpoints.streaming import cancel_on_disconnect, error_payload, sse_response
 
 KOBOLD_AI_VERSION = "1.2.5"  # KoboldAI United API level: clients send stop sequences from 1.2.2
 KOBOLDCPP_VERSION = "1.74"  # the KoboldCpp features Kobold Lite may use (SSE, genkeys, DRY, XTC)
 
-united = APIRouter(tags=["Kobold"], dependencies=[Depends(require_api)])
-extra = APIRouter(tags=["Kobold"], dependencies=[Depends(require_api)])
+united = APIRouter(tags=["Kobold"])
+extra = APIRouter(tags=["Kobold"])
+KEY = [Depends(require_api)]  # the routes that need an api key
+OPEN_PATHS = frozenset(
+    {
+        *(
+            f"/api/{level}/{route}"
+            for level in ("v1", "latest")
+            for route in (
+                "model",
+                "info/version",
+                "config/max_length",
+                "config/max_context_length",
+                "config/soft_prompts_list",
+                "config/soft_prompt",
+            )
+        ),
+        "/api/extra/version",
+        "/api/extra/true_max_context_length",
+        "/api/extra/perf",
+        "/api/extra/preloadstory",
+    }
+)
+"""Kobold routes that answer without a key, as KoboldCpp's (GET only)."""
+PROTECTED_MODEL = "serval/protected-model"  # KoboldCpp's answer to a caller without the key
 
 
 def mount(app: FastAPI) -> None:
@@ -75,7 +106,8 @@ async def _start(
     try:
         plan = KoboldPlan(body, lease, state, stream)
         jobs = await plan.jobs(request_id)
-        job = _jobs(request).open(_owner(request), body.genkey or request_id, body.n, stream)
+        genkey = body.genkey or request_id
+        job = _jobs(request).open(_owner(request), genkey, body.n, stream, body.logprobs)
     except BaseException:
         lease.release()
         raise
@@ -85,19 +117,39 @@ async def _start(
     return job, plan
 
 
-def _result(completion: Completion, prompt_tokens: int, aborted: bool) -> GenerationResult:
+def _logprobs(completion: Completion) -> ChatChoiceLogprobs:
+    return ChatChoiceLogprobs(content=chat_logprobs(completion.logprobs), refusal=None)
+
+
+def _result(
+    completion: Completion, prompt_tokens: int, aborted: bool, logprobs: bool
+) -> GenerationResult:
     """A finished text (counted as the OpenAI usage counts it), or an aborted one so far."""
     reason = completion.finish_reason or ("abort" if aborted else None)
     stats = completion.stats
     return GenerationResult(
         text=completion.text,
-        finish_reason=reason,  # type: ignore[arg-type]
+        finish_reason=reason,
         prompt_tokens=prompt_tokens,
         completion_tokens=stats.completion_tokens if stats else len(completion.token_ids),
+        logprobs=_logprobs(completion) if logprobs else None,
     )
 
 
-@united.post("/generate", response_model=GenerateResponse, summary="Generate text (blocking)")
+@united.post(  # the Horde worker posts to /api/latest/generate/
+    "/generate/",
+    response_model=GenerateResponse,
+    response_model_exclude_none=True,
+    include_in_schema=False,
+    dependencies=KEY,
+)
+@united.post(
+    "/generate",
+    response_model=GenerateResponse,
+    response_model_exclude_none=True,
+    summary="Generate text (blocking)",
+    dependencies=KEY,
+)
 async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
     """The whole text at once; another request can read it so far (``/api/extra/generate/check``)
     or stop it (``/api/extra/abort``) by its ``genkey``. An aborted text is returned as it was."""
@@ -109,7 +161,9 @@ async def generate(body: GenerateRequest, request: Request, response: Response) 
         job.cancel()
     if job.error is not None:
         raise job.error
-    results = [_result(c, len(plan.prompt_ids), job.aborted) for c in job.completions]
+    results = [
+        _result(c, len(plan.prompt_ids), job.aborted, body.logprobs) for c in job.completions
+    ]
     return GenerateResponse(results=results)
 
 
@@ -133,6 +187,7 @@ async def _stream_events(job: KoboldJob) -> AsyncIterator[dict[str, Any]]:
     summary="Generate text as server-sent events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    dependencies=KEY,
 )
 async def generate_stream(body: GenerateRequest, request: Request) -> Any:
     """``event: message`` events with ``data: {"token": ..., "finish_reason": ...}``; the last one
@@ -163,6 +218,7 @@ def _check(request: Request, genkey: str | None) -> GenerateResponse:
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     summary="Text so far",
+    dependencies=KEY,
 )
 async def check_get(request: Request, genkey: str | None = None) -> GenerateResponse:
     """The text so far of the caller's generation ``genkey`` (default: the latest one); empty
@@ -175,13 +231,29 @@ async def check_get(request: Request, genkey: str | None = None) -> GenerateResp
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     summary="Text so far",
+    dependencies=KEY,
 )
 async def check_post(request: Request, body: GenkeyRequest | None = None) -> GenerateResponse:
     """As the GET form, with ``{"genkey": ...}`` in the body."""
     return _check(request, body.genkey if body else None)
 
 
-@extra.post("/abort", response_model=AbortResponse, summary="Stop a generation")
+@extra.post(
+    "/last_logprobs",
+    response_model=LogprobsResponse,
+    summary="Logprobs of a generation",
+    dependencies=KEY,
+)
+async def last_logprobs(request: Request, body: GenkeyRequest | None = None) -> LogprobsResponse:
+    """The logprobs of the caller's generation ``genkey`` (default: the latest), as KoboldCpp;
+    null when it did not ask for them (``"logprobs": true``) or is not the caller's."""
+    jobs = _jobs(request).find(_owner(request), body.genkey if body else None)
+    if not jobs or not jobs[-1].logprobs:
+        return LogprobsResponse(logprobs=None)
+    return LogprobsResponse(logprobs=_logprobs(jobs[-1].completions[0]))
+
+
+@extra.post("/abort", response_model=AbortResponse, summary="Stop a generation", dependencies=KEY)
 async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortResponse:
     """Stop the caller's generation ``genkey`` (default: all the caller's running ones) and its
     engine job. ``success`` says whether one was running; another key's genkey is never found."""
@@ -190,7 +262,9 @@ async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortRes
     return AbortResponse(success=bool(stopped), done=True)
 
 
-@extra.post("/tokencount", response_model=TokenCountResponse, summary="Count tokens")
+@extra.post(
+    "/tokencount", response_model=TokenCountResponse, summary="Count tokens", dependencies=KEY
+)
 async def token_count(body: TokenCountRequest, request: Request) -> TokenCountResponse:
     state = get_state(request)
     async with state.container.use() as lease:
@@ -204,10 +278,21 @@ async def token_count(body: TokenCountRequest, request: Request) -> TokenCountRe
     return TokenCountResponse(value=len(ids), ids=ids)
 
 
+def _has_key(request: Request) -> bool:
+    try:
+        require_api(request)
+    except AuthenticationError:
+        return False
+    return True
+
+
 @united.get("/model", response_model=ResultResponse, summary="The loaded model")
 async def model_name(request: Request) -> ResultResponse:
+    """``serval/<name>``; ``serval/protected-model`` for a caller without a valid key, as
+    KoboldCpp answers (clients connect first, then ask for the key)."""
     async with get_state(request).container.use() as lease:
-        return ResultResponse(result=f"serval/{lease.name}")
+        name = f"serval/{lease.name}" if _has_key(request) else PROTECTED_MODEL
+        return ResultResponse(result=name)
 
 
 @united.get("/config/max_length", response_model=ValueResponse, summary="Default generation length")
@@ -260,9 +345,52 @@ async def soft_prompt() -> SoftPrompt:
     return SoftPrompt()
 
 
-@united.put("/config/soft_prompt", summary="Set the soft prompt (only none)")
-async def set_soft_prompt(body: SoftPrompt) -> dict:
-    """Clearing the soft prompt (``""``) succeeds; naming one is a 400: none can be loaded."""
+@united.put("/config/soft_prompt/", include_in_schema=False, dependencies=KEY)
+@united.put("/config/soft_prompt", summary="Set the soft prompt (only none)", dependencies=KEY)
+async def set_soft_prompt(body: SoftPromptChoice) -> dict:
+    """Clearing the soft prompt (``""`` or null, as the Horde worker sends) succeeds; naming one
+    is a 400: none can be loaded."""
     if body.value:
         raise UnsupportedError("Soft prompts are not supported.", param="value")
+    return {}
+
+
+def _stop_code(finish_reason: str | None, stop_reason: str | int | None) -> int:
+    """KoboldCpp's stop_reason: 0 token limit, 1 end-of-sequence (a stop token), 2 stop string."""
+    if finish_reason == "length":
+        return 0
+    return 2 if isinstance(stop_reason, str) else 1
+
+
+@extra.get("/perf", response_model=PerfResponse, summary="Server status (KoboldCpp)")
+async def perf(request: Request) -> PerfResponse:
+    """The last generation's timings and the engine's load; Kobold Lite shows it as the server
+    status. No key is needed, as in KoboldCpp; it names no text."""
+    state = get_state(request)
+    engine = state.container.engine
+    last = state.metrics.last_job
+    now = time.time()
+    report = PerfResponse(
+        total_gens=state.metrics.finished_jobs,
+        queue=engine.queued_jobs if engine else 0,
+        idle=0 if engine and engine.active_jobs else 1,
+        uptime=now - state.started_at,
+        idletime=now - (last.ended_at if last else state.started_at),
+    )
+    if last is None:
+        return report
+    return report.model_copy(
+        update={
+            "last_process": last.stats.prefill_time,
+            "last_eval": last.stats.generate_time,
+            "last_token_count": last.stats.completion_tokens,
+            "last_seed": -1 if last.seed is None else last.seed,
+            "stop_reason": _stop_code(last.finish_reason, last.stop_reason),
+        }
+    )
+
+
+@extra.get("/preloadstory", summary="Story to open on connect (KoboldCpp)")
+async def preloadstory() -> dict:
+    """Always ``{}``: Serval has no story to preload (KoboldCpp's ``--preloadstory``)."""
     return {}

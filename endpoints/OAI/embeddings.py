@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from fastapi import APIRouter, Depends, Request
 
-from common.errors import BadRequestError, UnsupportedError
+from common.errors import BadRequestError
+from common.openai_tokens import decode_openai_tokens
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.types.embedding import (
     Embedding,
@@ -21,25 +23,36 @@ router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 MAX_INPUTS = 2048  # OpenAI's limit per request
 
 
+def _inputs(body: EmbeddingRequest) -> list[str | list[int]]:
+    """The request's texts, or its texts as token arrays (one list of ids is one text)."""
+    given = body.input
+    if isinstance(given, str):
+        return [given]
+    if given and all(isinstance(item, int) for item in given):
+        return [[item for item in given if isinstance(item, int)]]
+    return [item for item in given if isinstance(item, str | list)]
+
+
 def _texts(body: EmbeddingRequest) -> list[str]:
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts:
+    """Texts to embed; token arrays are decoded (see common/openai_tokens.py)."""
+    inputs = _inputs(body)
+    if not inputs:
         raise BadRequestError("input is empty: send a text or a list of texts.", param="input")
-    if len(texts) > MAX_INPUTS:
+    if len(inputs) > MAX_INPUTS:
         raise BadRequestError(f"At most {MAX_INPUTS} texts per request.", param="input")
+    texts = [
+        item if isinstance(item, str) else decode_openai_tokens(item, param=f"input[{index}]")
+        for index, item in enumerate(inputs)
+    ]
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise UnsupportedError(
-                "Token arrays are not supported: send the texts themselves.", param="input"
-            )
         if not text:
-            raise BadRequestError(f"input[{index}] is an empty string.", param="input")
-    return texts  # type: ignore[return-value]
+            raise BadRequestError(f"input[{index}] is empty.", param="input")
+    return texts
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, summary="Create embeddings")
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-    texts = _texts(body)
+    texts = await asyncio.to_thread(_texts, body)
     embeddings = get_state(request).embeddings
     result = await cancel_on_disconnect(request, embeddings.embed(texts, body.dimensions))
     if body.encoding_format == "base64":

@@ -41,6 +41,6 @@ async def lease_for(model: str | None, request: Request, state: ServerState) -> 
 def _folder(state: ServerState, model: str) -> Path | None:
     """The folder ``model`` names, to recognise the loaded model by another spelling."""
     try:
-        return safe_child(state.container.model_dir, model, what="model")
+        return safe_child(state.container.model_dir, model, what="model", follow_links=True)
     except BadRequestError:
         return None

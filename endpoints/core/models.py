@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from backends.base import LoadProgress
 from common.auth import KeyLevel
+from common.errors import NotFoundError
 from common.model_files import list_model_folders
 from common.progress import shown_in_console
 from endpoints.core.types import (
@@ -93,6 +94,19 @@ async def list_models(request: Request, level: KeyLevel = Depends(require_api)) 
         current = loaded_card(state)
         cards += [current] if current else []
     return ModelList(data=cards)
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="Retrieve a model")
+async def retrieve_model(
+    model_id: str, request: Request, level: KeyLevel = Depends(require_api)
+) -> ModelCard:
+    """One card of ``GET /v1/models`` (``client.models.retrieve``): 404 for a model the
+    caller's key does not see there."""
+    listed = await list_models(request, level)
+    for card in listed.data:
+        if card.id == model_id:
+            return card
+    raise NotFoundError(f"The model {model_id!r} does not exist.", param="model")
 
 
 @router.get("/v1/model/draft/list", response_model=ModelList, summary="List draft models")

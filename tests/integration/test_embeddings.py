@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ from tests.conftest import DEFAULT_MODEL
 from tests.support.server import ROOT, ServerProcess
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+FIXTURES = ROOT / "tests" / "fixtures" / "clients"
 DIMENSIONS = 384
 SENTENCES = [
     "A cat is sleeping on the sofa.",
@@ -87,12 +89,13 @@ def test_dimensions_only_where_the_model_allows_it(embedder: ServerProcess, api_
     ("body", "status", "words"),
     [
         ({"input": []}, 400, "input is empty"),
-        ({"input": ["fine", ""]}, 400, "input[1] is an empty string"),
-        ({"input": [1, 2, 3]}, 400, "Token arrays are not supported"),
-        ({"input": [[1, 2], [3]]}, 400, "Token arrays are not supported"),
-        ({"input": "hi", "encoding_format": "int8"}, 422, "encoding_format"),
-        ({"input": "hi", "dimensions": 0}, 422, "dimensions"),
-        ({}, 422, "input"),
+        ({"input": ["fine", ""]}, 400, "input[1] is empty"),
+        ({"input": [1, 2, 999_999_999]}, 400, "not a cl100k_base token"),
+        ({"input": [[15339], [-1]]}, 400, "not a cl100k_base token"),
+        ({"input": [[15339], "mixed"]}, 400, "input"),
+        ({"input": "hi", "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "hi", "dimensions": 0}, 400, "dimensions"),
+        ({}, 400, "input"),
     ],
 )
 def test_bad_embedding_requests_get_clear_errors(
@@ -161,3 +164,17 @@ def test_unload_and_load_the_embedding_model(
             "status": "finished",
         }
         assert client.post("/v1/embeddings", json={"input": "hi"}).status_code == 200
+
+
+def test_langchains_token_arrays_embed_as_their_texts(
+    embedder: ServerProcess, api_key: str
+) -> None:
+    """langchain's OpenAIEmbeddings sends cl100k_base token ids, not texts (issue 17)."""
+    fixture = json.loads((FIXTURES / "langchain_embeddings.json").read_text())
+    with embedder.client(api_key) as client:
+        replayed = client.post("/v1/embeddings", json=fixture["body"])
+        assert replayed.status_code == 200, replayed.text
+        as_text = client.post("/v1/embeddings", json={"input": fixture["texts"]}).json()
+    for item, expected in zip(replayed.json()["data"], as_text["data"], strict=True):
+        vector = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+        assert cosine(vector.tolist(), expected["embedding"]) > 0.999

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from endpoints.Kobold.router import OPEN_PATHS
 from tests.support.kobold import check, generate, stream_events, token_ids
 from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
 
@@ -28,7 +29,7 @@ def other_key(server: ServerProcess) -> Iterator[str]:
     original = path.read_text()
 
     def status() -> int:
-        url = f"{server.url}/api/v1/info/version"
+        url = f"{server.url}/api/extra/generate/check"  # a route that needs a key
         return httpx.get(url, headers={"X-API-Key": OTHER_KEY}).status_code
 
     path.write_text(yaml.safe_dump({"admin_key": ADMIN_KEY, "api_key": [API_KEY, OTHER_KEY]}))
@@ -169,11 +170,11 @@ def test_n_gives_several_results_and_a_stream_only_one(server: ServerProcess) ->
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
-        ({}, 422, "prompt"),
-        ({"prompt": "x", "sampler_order": [0, 9]}, 422, "sampler_order.1"),
+        ({}, 400, "prompt"),
+        ({"prompt": "x", "sampler_order": [0, 9]}, 400, "sampler_order.1"),
         ({"prompt": "x", "n": 1000}, 400, "n"),
-        ({"prompt": "x", "max_context_length": 1}, 422, "max_context_length"),
-        ({"prompt": "x", "rep_pen": -1}, 422, "rep_pen"),
+        ({"prompt": "x", "max_context_length": 1}, 400, "max_context_length"),
+        ({"prompt": "x", "rep_pen": -1}, 400, "rep_pen"),
         ({"prompt": "", "max_length": 2}, 400, "prompt"),
     ],
 )
@@ -221,22 +222,25 @@ def test_info_token_and_soft_prompt_routes(server: ServerProcess) -> None:
         ("POST", "/api/extra/generate/check"),
         ("POST", "/api/extra/abort"),
         ("POST", "/api/extra/tokencount"),
-        ("GET", "/api/v1/model"),
-        ("GET", "/api/latest/model"),
-        ("GET", "/api/v1/config/max_length"),
-        ("GET", "/api/v1/config/max_context_length"),
-        ("GET", "/api/extra/true_max_context_length"),
-        ("GET", "/api/v1/info/version"),
-        ("GET", "/api/extra/version"),
-        ("GET", "/api/v1/config/soft_prompts_list"),
-        ("GET", "/api/v1/config/soft_prompt"),
+        ("POST", "/api/extra/last_logprobs"),
         ("PUT", "/api/v1/config/soft_prompt"),
     ],
 )
-def test_every_kobold_route_needs_a_key(server: ServerProcess, method: str, path: str) -> None:
+def test_generation_and_genkey_routes_need_a_key(
+    server: ServerProcess, method: str, path: str
+) -> None:
     response = httpx.request(method, f"{server.url}{path}", json={"prompt": "x"})
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("path", sorted(OPEN_PATHS))
+def test_info_routes_answer_without_a_key_as_koboldcpp(server: ServerProcess, path: str) -> None:
+    """Kobold Lite connects before it knows it needs a key (it reads ``protected``)."""
+    response = httpx.get(f"{server.url}{path}")
+    assert response.status_code == 200, response.text
+    if path.endswith("/model"):
+        assert response.json() == {"result": "serval/protected-model"}  # the name needs the key
 
 
 def test_max_length_follows_a_sampler_preset(server: ServerProcess) -> None:

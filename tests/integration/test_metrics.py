@@ -33,8 +33,8 @@ def test_requests_tokens_and_latencies_are_counted(server: ServerProcess) -> Non
 
 
 def test_refusals_are_counted_by_status(server: ServerProcess) -> None:
-    labels = {"route": "/v1/completions", "status": "422"}
+    labels = {"route": "/v1/completions", "status": "400"}
     before = metric(server.url, "serval_requests_total", labels)
     with server.client() as client:
-        assert client.post("/v1/completions", json={"prompt": "x", "n": 0}).status_code == 422
+        assert client.post("/v1/completions", json={"prompt": "x", "n": 0}).status_code == 400
     assert metric(server.url, "serval_requests_total", labels) == before + 1

@@ -37,8 +37,8 @@ def models_dir(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     outside = tmp_path_factory.mktemp("outside")
-    shutil.copytree(tiny_models / "tiny-a", outside / "secret-model")
-    (base / "escape").symlink_to(outside / "secret-model")
+    (base / "linked").symlink_to(outside / "elsewhere-model")  # a model kept on another disk
+    shutil.copytree(tiny_models / "tiny-b", outside / "elsewhere-model")
     return base
 
 
@@ -73,7 +73,7 @@ def test_admin_lists_every_folder_and_api_key_only_the_loaded_one(
         ids = {card["id"]: card for card in admin.get("/v1/models").json()["data"]}
     assert {"tiny-a", "nested/tiny-b", DEFAULT_MODEL.name, "corrupt"} <= set(ids)
     assert "not-a-model" not in ids
-    assert "escape" not in ids  # symlinks out of model_dir are not followed
+    assert "linked" in ids  # a folder the operator linked into model_dir is served
     assert ids["tiny-a"]["max_model_len"] == 512
     with admin_server.client() as client:
         loaded = client.get("/v1/models").json()["data"]
@@ -101,6 +101,19 @@ def test_load_streams_progress_and_serves_the_new_model(admin_server: ServerProc
         assert admin.get("/v1/model").json()["id"] == "nested/tiny-b"
 
 
+def test_a_symlinked_model_folder_loads_by_its_name_in_model_dir(
+    admin_server: ServerProcess,
+) -> None:
+    """TabbyAPI follows links the operator put in model_dir; Serval refused them before."""
+    with admin_server.admin() as admin:
+        response, events = _load(admin, {"model_name": "linked"})
+        assert response.status_code == 200, response.text
+        assert events[-1]["status"] == "finished"
+        assert admin.get("/v1/model").json()["id"] == "linked"
+        assert _complete(admin).status_code == 200
+        _load(admin, {"model_name": "tiny-a"})
+
+
 def test_unload_then_reload(admin_server: ServerProcess) -> None:
     with admin_server.admin() as admin:
         assert admin.post("/v1/model/unload").status_code == 200
@@ -124,7 +137,7 @@ def test_unload_then_reload(admin_server: ServerProcess) -> None:
         ("../outside", 400, "inside"),
         ("/etc", 400, "inside"),
         ("nested/../../x", 400, "inside"),
-        ("escape", 400, "outside"),
+        ("linked/../../outside", 400, "inside"),
     ],
 )
 def test_bad_loads_are_refused_and_leave_the_model_serving(

@@ -198,8 +198,8 @@ def test_loras_that_cannot_be_applied_are_reported_and_leave_no_trace(
         ({"loras": [{"name": "escape"}]}, 400, "outside"),
         ({"loras": []}, 400, "at least one"),
         ({"loras": [{"name": "tiny-lora"}, {"name": "tiny-lora"}]}, 400, "twice"),
-        ({"loras": [{"name": "tiny-lora", "scaling": -1}]}, 422, "scaling"),
-        ({"loras": "tiny-lora"}, 422, "loras"),
+        ({"loras": [{"name": "tiny-lora", "scaling": -1}]}, 400, "scaling"),
+        ({"loras": "tiny-lora"}, 400, "loras"),
     ],
 )
 def test_bad_lora_requests_are_refused_and_change_nothing(

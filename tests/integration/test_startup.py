@@ -28,6 +28,9 @@ def test_without_config_the_default_model_loads(tmp_path: Path) -> None:
             assert key[:4] in log and key not in log
         assert f"http://127.0.0.1:{process.port}" in log
         assert "SmolLM2-135M-Instruct" in log
+        # start() polled /health while the model loaded: an expected 503, never an ERROR line.
+        loading = [line for line in log.splitlines() if "GET /health 503" in line]
+        assert loading and not any("ERROR" in line for line in loading), loading
     finally:
         process.stop()
 

@@ -332,6 +332,22 @@ def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     assert kept(step("top_p", logits, context(top_p=0.0))) == {0}
 
 
+def test_top_n_sigma_keeps_the_logits_within_n_deviations_of_the_top() -> None:
+    logits = [4.0, 3.0, 1.0, 0.0, -2.0]  # mean 1.2, population deviation ~2.04
+    assert kept(step("top_n_sigma", logits, context(top_n_sigma=1.0))) == {0, 1}  # >= 1.96
+    assert kept(step("top_n_sigma", logits, context(top_n_sigma=1.5))) == {0, 1, 2}  # >= 0.94
+    assert kept(step("top_n_sigma", logits, context(top_n_sigma=0.0))) == {0, 1, 2, 3, 4}
+
+
+def test_top_n_sigma_ignores_banned_tokens_and_temperature() -> None:
+    with_ban = [4.0, 3.0, NEG_INF, 1.0, 0.0, -2.0]
+    assert kept(step("top_n_sigma", with_ban, context(top_n_sigma=1.0))) == {0, 1}
+    hot = context(top_n_sigma=1.0, temperature=3.0)
+    cold = context(top_n_sigma=1.0, temperature=0.3)
+    logits = torch.tensor([4.0, 3.0, 1.0, 0.0, -2.0])
+    assert kept(apply_transforms(logits.clone(), hot)) == kept(apply_transforms(logits, cold))
+
+
 def test_top_a_cuts_relative_to_the_square_of_the_top_probability() -> None:
     logits = logits_of([0.6, 0.2, 0.15, 0.05])
     # threshold 0.5 * 0.36 = 0.18
@@ -398,6 +414,7 @@ def test_default_order() -> None:
         "token_bans",
         "penalties",
         "dry",
+        "top_n_sigma",
         "temperature",
         "top_k",
         "top_p",
@@ -443,6 +460,7 @@ def test_kobold_sampler_order_orders_koboldcpp_samplers() -> None:
         "logit_bias",
         "token_bans",
         "dry",
+        "top_n_sigma",
         "temperature",
         "penalties",
         "top_k",

@@ -42,6 +42,7 @@ ALIASES = [
     ("dynatemp_exponent", "temp_exponent", 2.0),
     ("ignore_eos", "ban_eos_token", True),
     ("grammar", "grammar_string", 'root ::= "a"'),
+    ("nsigma", "top_n_sigma", 1.5),
 ]
 
 
@@ -61,6 +62,36 @@ def test_the_alias_table_covers_every_declared_alias() -> None:
         if alias != name
     }
     assert declared == {(alias, name) for alias, name, _ in ALIASES}
+
+
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [
+        ({"guidance_scale": 1.5, "negative_prompt": "bad"}, ("guidance_scale", "negative_prompt")),
+        ({"cfg_scale": 2}, ("cfg_scale",)),
+        ({"speculative_ngram": True}, ("speculative_ngram",)),
+        ({"smoothing_curve": 2.0}, ("smoothing_curve",)),
+        ({"adaptive_target": 0.4, "adaptive_decay": 0.9}, ("adaptive_target", "adaptive_decay")),
+        # SillyTavern's defaults ask for none of them: nothing is named.
+        (
+            {
+                "guidance_scale": 1,
+                "negative_prompt": "",
+                "speculative_ngram": False,
+                "smoothing_curve": 1,
+                "adaptive_target": -0.01,
+                "adaptive_decay": 0.9,
+            },
+            (),
+        ),
+    ],
+)
+def test_settings_no_engine_applies_are_carried_to_be_named(
+    sent: dict, named: tuple[str, ...]
+) -> None:
+    request = SamplerRequest.model_validate({"temperature": 0.5, **sent})
+    assert request.not_applied == named
+    assert resolve(request).not_applied == named
 
 
 def test_canonical_names_work_too() -> None:

@@ -8,9 +8,11 @@ from pydantic import Field, model_validator
 
 from common.sampling import KOBOLD_SAMPLERS, SamplerRequest, kobold_sampler_order
 from endpoints.Kobold.types.common import KoboldModel
+from endpoints.OAI.types.chat import ChatChoiceLogprobs
 
 DEFAULT_MAX_LENGTH = 200  # KoboldCpp's and Kobold Lite's default max_length
 GENKEY_MAX_LENGTH = 128
+KOBOLD_TOP_LOGPROBS = 5  # KoboldCpp's fixed number of alternatives per token
 SamplerId = Annotated[int, Field(ge=0, le=len(KOBOLD_SAMPLERS) - 1)]
 
 
@@ -42,6 +44,11 @@ class GenerateRequest(SamplerRequest):
     )
     trim_stop: bool = Field(
         False, description="Leave the stop sequence that ended the text out of it."
+    )
+    logprobs: bool = Field(
+        False,
+        description=f"Return each token's log probability and its {KOBOLD_TOP_LOGPROBS} likeliest "
+        "alternatives with the results (and at /api/extra/last_logprobs), as KoboldCpp does.",
     )
     use_default_badwordsids: bool | None = Field(
         None, description="Ban the EOS token (same as ban_eos_token)."
@@ -105,6 +112,9 @@ class GenerationResult(KoboldModel):
     )
     prompt_tokens: int | None = Field(None, description="Prompt tokens after truncation.")
     completion_tokens: int | None = None
+    logprobs: ChatChoiceLogprobs | None = Field(
+        None, description="With ``logprobs``: OpenAI's chat logprobs object, as KoboldCpp sends."
+    )
 
 
 class GenerateResponse(KoboldModel):
@@ -116,6 +126,12 @@ class StreamEvent(KoboldModel):
 
     token: str
     finish_reason: Literal["stop", "length", "abort", "error"] | None = None
+
+
+class LogprobsResponse(KoboldModel):
+    logprobs: ChatChoiceLogprobs | None = Field(
+        None, description="The generation's logprobs; null when it did not ask for them."
+    )
 
 
 class AbortResponse(KoboldModel):

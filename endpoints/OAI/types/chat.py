@@ -136,7 +136,11 @@ class ChatLogprob(ChatLogprobAlternative):
 
 
 class ChatChoiceLogprobs(BaseModel):
+    """OpenAI requires both keys (each may be null); Serval never refuses, so ``refusal`` is
+    always null."""
+
     content: list[ChatLogprob] | None = None
+    refusal: list[ChatLogprob] | None = None
 
 
 class ResponseToolCall(BaseModel):
@@ -148,13 +152,24 @@ class ResponseToolCall(BaseModel):
 ChatFinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ResponseMessage(BaseModel):
+    """OpenAI's assistant message: ``content`` and ``refusal`` are always sent (null when
+    empty); ``tool_calls`` and ``function_call`` only when there is a call, as the spec allows
+    no null for them."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: str | None = Field(None, description="Always null: Serval does not refuse.")
     reasoning_content: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
+    tool_calls: list[ResponseToolCall] | None = Field(None, exclude_if=_absent)
     function_call: FunctionCall | None = Field(
-        None, description="The call, for requests that used the legacy functions field."
+        None,
+        exclude_if=_absent,
+        description="The call, for requests that used the legacy functions field.",
     )
 
 

@@ -11,7 +11,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, protected_namespaces=())
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
-        description="A text or a list of texts (token arrays are not supported)."
+        description="A text, a list of texts, or texts as token ids of OpenAI's cl100k_base "
+        "(one list of ids, or a list of them), as tiktoken and langchain write them."
     )
     model: str | None = Field(None, description="Ignored: the loaded embedding model answers.")
     encoding_format: Literal["float", "base64"] = Field(
