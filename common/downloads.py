@@ -160,10 +160,10 @@ def _path(entry: Any) -> str:
     return str(entry.path)
 
 
-def _byte_counter(on_bytes: Callable[[int], None]) -> type[tqdm[Any]]:
+def _byte_counter(on_bytes: Callable[[int], None]) -> type[tqdm]:
     """A silent progress bar class for ``huggingface_hub`` that reports each chunk."""
 
-    class ByteCounter(tqdm[Any]):
+    class ByteCounter(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             super().__init__(*args, **{**kwargs, "disable": True})
