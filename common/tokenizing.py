@@ -26,11 +26,18 @@ def check_text_fits(
     text: str, engine: Engine, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
 ) -> None:
     """Refuse, without tokenizing it, a text too long for the model's context."""
-    most = most_chars(engine, limits)
-    if len(text) > most:
+    check_chars_fit(len(text), engine, limits, param, what)
+
+
+def check_chars_fit(
+    chars: int, engine: Engine, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
+) -> None:
+    """Refuse a text of ``chars`` characters too long for the model's context (a chat's
+    messages are counted before its template renders them)."""
+    if chars > most_chars(engine, limits):
         context = engine.info().max_seq_len
         raise ContextLengthError(
-            f"The {what} has {len(text)} characters: more than this model's context of {context} "
+            f"The {what} has {chars} characters: more than this model's context of {context} "
             f"tokens can hold at up to {limits.max_chars_per_token} characters per token "
             f"(limits.max_chars_per_token), so it was refused without being tokenized.",
             param=param,

@@ -25,7 +25,7 @@ from common.grammar import GrammarBounds, compile_grammar
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
 from common.sampling import resolve
-from common.tokenizing import encode_text
+from common.tokenizing import check_chars_fit, encode_text
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
@@ -153,9 +153,12 @@ async def _jobs(
     check_limits(params, engine, state.config.limits)
     tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
+    chat = _chat_prompt(body, state, tool_request, fmt)
+    text_chars = sum(len(message.get("content") or "") for message in chat.messages)
+    check_chars_fit(text_chars, engine, state.config.limits, param="messages", what="chat")
     prompt = await render_prompt(
         lease.template,
-        _chat_prompt(body, state, tool_request, fmt),
+        chat,
         engine.special_tokens,
         state.config.limits.template_timeout,
     )
