@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.files import models_with_templates
 from tests.support.server import ADMIN_KEY, API_KEY, ServerProcess
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -489,11 +489,11 @@ HOSTILE_TEMPLATES = {
 def hostile_template_server(
     tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("hostile-template-models")
-    for name, source in HOSTILE_TEMPLATES.items():
-        shutil.copytree(tiny_models / "tiny-a", base / name)
-        (base / name / "chat_template.jinja").write_text(source)
-    shutil.copytree(tiny_models / "tiny-a", base / "tiny-a")
+    base = models_with_templates(
+        tiny_models / "tiny-a",
+        tmp_path_factory.mktemp("hostile-template-models"),
+        HOSTILE_TEMPLATES,
+    )
     config = {
         "model": {"model_dir": str(base), "model_name": "wedge"},
         "embeddings": {"embedding_model_name": None},

@@ -3,7 +3,6 @@ tests/conformance/)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.files import models_with_templates
 from tests.support.server import ServerProcess
 
 TEMPLATES = {
@@ -26,11 +26,9 @@ CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 def template_server(
     tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("template-models")
-    for name, source in TEMPLATES.items():
-        shutil.copytree(tiny_models / "tiny-a", base / name)
-        (base / name / "chat_template.jinja").write_text(source)
-    shutil.copytree(tiny_models / "tiny-a", base / "tiny-a")
+    base = models_with_templates(
+        tiny_models / "tiny-a", tmp_path_factory.mktemp("template-models"), TEMPLATES
+    )
     config = {
         "model": {"model_dir": str(base), "model_name": "tiny-a"},
         "embeddings": {"embedding_model_name": None},
