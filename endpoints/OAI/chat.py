@@ -121,7 +121,12 @@ def _budget_tokens(body: ChatCompletionRequest, state: ServerState) -> int | Non
     return state.config.model.reasoning_budget_tokens
 
 
-class _Plan:
+class ChatPlan:
+    """One chat request's answer being made: its id, the output parsing and the job runner.
+
+    The Anthropic Messages and OpenAI Responses routes plan through this too (they translate
+    their bodies into a :class:`ChatCompletionRequest`), so every chat API shares one path."""
+
     def __init__(self, body: ChatCompletionRequest, lease: Lease) -> None:
         self.body = body
         self.engine = lease.engine
@@ -138,9 +143,10 @@ class _Plan:
         return (self.body.top_logprobs or 0) if self.body.logprobs else None
 
 
-async def _jobs(
-    plan: _Plan, lease: Lease, state: ServerState, request_id: str
+async def plan_chat_jobs(
+    plan: ChatPlan, lease: Lease, state: ServerState, request_id: str
 ) -> list[GenerationRequest]:
+    """Render, tokenize and constrain the chat; one job per choice (``n``)."""
     body = plan.body
     engine = lease.engine
     if lease.template is None:
@@ -203,7 +209,7 @@ async def _jobs(
     ]
 
 
-def _response(plan: _Plan, completions: list[Completion]) -> ChatCompletionResponse:
+def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionResponse:
     choices = []
     for index, completion in enumerate(completions):
         output = ChatOutput()
@@ -231,7 +237,9 @@ def _response(plan: _Plan, completions: list[Completion]) -> ChatCompletionRespo
     )
 
 
-def _chunk(plan: _Plan, choices: list[ChatStreamChoice], usage: Any = None) -> ChatCompletionChunk:
+def _chunk(
+    plan: ChatPlan, choices: list[ChatStreamChoice], usage: Any = None
+) -> ChatCompletionChunk:
     return ChatCompletionChunk(
         id=plan.id,
         created=plan.created,
@@ -243,7 +251,7 @@ def _chunk(plan: _Plan, choices: list[ChatStreamChoice], usage: Any = None) -> C
 
 
 async def _stream(
-    plan: _Plan, jobs: list[GenerationRequest], lease: Lease
+    plan: ChatPlan, jobs: list[GenerationRequest], lease: Lease
 ) -> AsyncIterator[ChatCompletionChunk]:
     body = plan.body
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -299,8 +307,8 @@ async def create_chat_completion(
     _check_request(body, state)
     lease = await lease_for(body.model, request, state)
     try:
-        plan = _Plan(body, lease)
-        jobs = await _jobs(plan, lease, state, request.state.request_id)
+        plan = ChatPlan(body, lease)
+        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
     except BaseException:
         lease.release()
         raise
