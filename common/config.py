@@ -278,6 +278,16 @@ class LimitsConfig(Section):
         description="Characters per token assumed at most: a text longer than the context times "
         "this is refused (or cut, for Kobold) before it is tokenized.",
     )
+    responses_stored: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="Most answers of /v1/responses kept for previous_response_id and GET "
+        "(the oldest go first; 0: none are kept).",
+    )
+    responses_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a stored /v1/responses answer is kept."
+    )
 
 
 class DeveloperConfig(Section):

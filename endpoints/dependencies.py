@@ -39,10 +39,15 @@ def caller_key(request: Request) -> str:
     return keys[0] if keys else ""
 
 
+def key_owner(request: Request) -> str:
+    """What per-key state (stored responses) is filed under: a hash of the caller's key."""
+    return hashlib.sha256(caller_key(request).encode("utf-8")).hexdigest()
+
+
 def share_owner(request: Request) -> str:
     """Whose fair share of the generation slots a request uses: its key (as a hash, never the
     key itself), or with ``network.disable_auth`` (no keys) its client's address."""
     if get_state(request).config.network.disable_auth:
         client = request.client
         return f"client {client.host}" if client else "client"
-    return hashlib.sha256(caller_key(request).encode("utf-8")).hexdigest()[:16]
+    return key_owner(request)[:16]

@@ -28,7 +28,7 @@ from endpoints.cors import install_cors
 from endpoints.errors import install_error_handlers
 from endpoints.Kobold import router as kobold
 from endpoints.middleware import RequestContextMiddleware
-from endpoints.OAI import chat, completions
+from endpoints.OAI import chat, completions, responses
 from endpoints.OAI import embeddings as oai_embeddings
 from endpoints.request_body import BodyLimits, RequestBodyMiddleware
 from endpoints.state import ServerState
@@ -116,6 +116,7 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
     if "OAI" in config.network.api_servers:
         app.include_router(completions.router)
         app.include_router(chat.router)
+        app.include_router(responses.router)
         app.include_router(oai_embeddings.router)
     if "Kobold" in config.network.api_servers:
         kobold.mount(app)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -27,6 +27,9 @@ from starlette.types import Receive, Scope, Send
 from common.errors import ServalError
 
 T = TypeVar("T")
+EventName = str | Callable[[Any], str] | None
+"""The ``event:`` line of each SSE event: none, one for all, or one per payload (a function
+of the payload, the error payload included)."""
 DONE = "[DONE]"
 SEP = "\n"  # lines end in LF, as OpenAI and KoboldCpp send them (Kobold Lite parses only LF)
 
@@ -52,21 +55,26 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _named(payload: Any, event: EventName) -> ServerSentEvent:
+    name = event(payload) if callable(event) else event
+    return ServerSentEvent(data=_dump(payload), event=name, sep=SEP)
+
+
 async def _events(
-    payloads: AsyncIterator[Any], event: str | None, done: bool
+    payloads: AsyncIterator[Any], event: EventName, done: bool
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for payload in payloads:
-            yield ServerSentEvent(data=_dump(payload), event=event, sep=SEP)
-    except (ServalError, Exception) as exc:
+            yield _named(payload, event)
+    except Exception as exc:
         if not isinstance(exc, ServalError):
             logger.opt(exception=exc).error("stream failed")
-        yield ServerSentEvent(data=_dump(error_payload(exc)), event=event, sep=SEP)
+        yield _named(error_payload(exc), event)
         return
     finally:
         await payloads.aclose()  # type: ignore[attr-defined]
     if done:
-        yield ServerSentEvent(data=DONE, event=event, sep=SEP)
+        yield _named(DONE, event)
 
 
 class _EventStream(EventSourceResponse):
@@ -87,7 +95,7 @@ def sse_response(
     payloads: AsyncIterator[Any],
     ping_interval: float,
     *,
-    event: str | None = None,
+    event: EventName = None,
     done: bool = True,
     headers: dict[str, str] | None = None,
     send_timeout: float = 0.0,

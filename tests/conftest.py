@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
 from tests.support.tiny_model import build_tiny_model
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
+OTHER_KEY = "second-api-key-for-tests-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +49,26 @@ def api_key() -> str:
 @pytest.fixture
 def admin_key() -> str:
     return ADMIN_KEY
+
+
+@pytest.fixture
+def other_key(server: ServerProcess) -> Iterator[str]:
+    """A second api key in the shared server's key file (restored afterwards)."""
+    path = server.workdir / "api_tokens.yml"
+    original = path.read_text()
+
+    def status() -> int:
+        url = f"{server.url}/v1/model"  # a route that needs a key
+        return httpx.get(url, headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code
+
+    path.write_text(yaml.safe_dump({"admin_key": ADMIN_KEY, "api_key": [API_KEY, OTHER_KEY]}))
+    try:
+        deadline = time.monotonic() + 5
+        while status() != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield OTHER_KEY
+    finally:
+        path.write_text(original)
+        deadline = time.monotonic() + 5
+        while status() != 401 and time.monotonic() < deadline:
+            time.sleep(0.2)

@@ -62,7 +62,8 @@ def _message_dict(message: ChatMessage) -> dict[str, Any]:
     return data
 
 
-def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
+def check_chat_request(body: ChatCompletionRequest, state: ServerState) -> None:
+    """The config's caps on choices, logprobs, messages and tools."""
     limits = state.config.limits
     if body.n > limits.max_n:
         raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
@@ -304,7 +305,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response
 ) -> Any:
     state = get_state(request)
-    _check_request(body, state)
+    check_chat_request(body, state)
     lease = await lease_for(body.model, request, state)
     try:
         plan = ChatPlan(body, lease)

@@ -15,8 +15,8 @@ from endpoints.OAI.types.completion import CompletionLogprobs
 LOGPROB_FLOOR = -9999.0
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+def new_id(prefix: str, sep: str = "-") -> str:
+    return f"{prefix}{sep}{uuid.uuid4().hex}"
 
 
 def now() -> int:

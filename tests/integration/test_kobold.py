@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from endpoints.Kobold.router import OPEN_PATHS
 from tests.support.kobold import check, generate, stream_events, token_ids
-from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
+from tests.support.server import ROOT, ServerProcess
 
 FIXTURES = ROOT / "tests" / "fixtures" / "kobold_clients"
 PROMPT = "Once upon a time"
-OTHER_KEY = "second-api-key-for-kobold-tests-42"
 # Enough tokens that a generation is still running while a test acts on it.
 LONG = {"max_length": 2000, "use_default_badwordsids": True, "temperature": 0}
-
-
-@pytest.fixture
-def other_key(server: ServerProcess) -> Iterator[str]:
-    """A second api key in the server's key file (restored afterwards)."""
-    path = server.workdir / "api_tokens.yml"
-    original = path.read_text()
-
-    def status() -> int:
-        url = f"{server.url}/api/extra/generate/check"  # a route that needs a key
-        return httpx.get(url, headers={"X-API-Key": OTHER_KEY}).status_code
-
-    path.write_text(yaml.safe_dump({"admin_key": ADMIN_KEY, "api_key": [API_KEY, OTHER_KEY]}))
-    try:
-        deadline = time.monotonic() + 5
-        while status() != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        yield OTHER_KEY
-    finally:
-        path.write_text(original)
-        deadline = time.monotonic() + 5
-        while status() != 401 and time.monotonic() < deadline:
-            time.sleep(0.2)
 
 
 def test_stop_sequence_stays_in_the_text_unless_trim_stop(server: ServerProcess) -> None:

@@ -1,0 +1,225 @@
+"""``/v1/responses``: the OpenAI Responses API over the chat route's planning.
+
+``POST`` translates the body into a chat request (endpoints/OAI/responses_input.py), plans it
+as the chat route does and answers with output items (endpoints/OAI/responses_output.py),
+whole or as the Responses event stream. With ``store`` (the default) the answer and its
+conversation are kept per key (limits.responses_stored, limits.responses_ttl) for
+``previous_response_id`` and ``GET``/``DELETE /v1/responses/{id}``; another key's answers are
+not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from backends.base import GenerationRequest
+from common.errors import BadRequestError, NotFoundError
+from common.generation import Completion, merge_streams
+from common.model import Lease
+from endpoints.dependencies import get_state, key_owner, require_api
+from endpoints.OAI.chat import ChatPlan, check_chat_request, plan_chat_jobs
+from endpoints.OAI.delivery import deliver
+from endpoints.OAI.inline import lease_for
+from endpoints.OAI.responses_input import chat_request, conversation_of
+from endpoints.OAI.responses_output import Event, OutputBuilder, dumped
+from endpoints.OAI.shapes import new_id, now, usage_of
+from endpoints.OAI.types.chat import ChatMessage
+from endpoints.OAI.types.responses import (
+    DeletedResponse,
+    IncompleteDetails,
+    InputTokensDetails,
+    ResponseError,
+    ResponseObject,
+    ResponsesRequest,
+    ResponseUsage,
+    StoredResponse,
+    TextFormat,
+    TextOptions,
+)
+from endpoints.state import ServerState
+
+router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+
+
+def _event_name(payload: Any) -> str:
+    """The SSE event of a payload: its type (an error body has none: ``error``)."""
+    return str(payload.get("type", "error")) if isinstance(payload, dict) else "error"
+
+
+class _Responder:
+    """One Responses request being answered: the response object, its output and its storing."""
+
+    def __init__(
+        self,
+        body: ResponsesRequest,
+        plan: ChatPlan,
+        conversation: list[ChatMessage],
+        state: ServerState,
+        owner: str,
+    ) -> None:
+        self.body = body
+        self.plan = plan
+        self.conversation = conversation
+        self.state = state
+        self.owner = owner
+        self.output = OutputBuilder()
+        self.response = ResponseObject(
+            id=new_id("resp", "_"),
+            created_at=now(),
+            status="in_progress",
+            instructions=body.instructions,
+            max_output_tokens=body.max_output_tokens,
+            model=plan.model,
+            output=[],
+            parallel_tool_calls=body.parallel_tool_calls,
+            previous_response_id=body.previous_response_id,
+            reasoning=body.reasoning,
+            store=body.store,
+            temperature=body.temperature,
+            text=(body.text or TextOptions(format=TextFormat(type="text"))).model_dump(
+                exclude_none=True, by_alias=True
+            ),
+            tool_choice=(
+                body.tool_choice.model_dump()
+                if body.tool_choice is not None and not isinstance(body.tool_choice, str)
+                else body.tool_choice or "auto"
+            ),
+            tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
+            top_p=body.top_p,
+            metadata=body.metadata or {},
+            user=body.user,
+        )
+
+    def _lifecycle(self, kind: str) -> Event:
+        return self.output.event(kind, response=dumped(self.response))
+
+    def finish(self, completions: list[Completion]) -> list[Event]:
+        """The last events; the response is complete (or cut off) and stored."""
+        incomplete = completions[0].finish_reason == "length"
+        events = self.output.finish(incomplete)
+        usage = usage_of(completions, self.plan.prompt_tokens)
+        self.response.output = list(self.output.items)
+        self.response.status = "incomplete" if incomplete else "completed"
+        if incomplete:
+            self.response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
+        else:
+            self.response.completed_at = now()
+        self.response.usage = ResponseUsage(
+            input_tokens=usage.prompt_tokens,
+            input_tokens_details=InputTokensDetails(
+                cached_tokens=usage.prompt_tokens_details.cached_tokens
+            ),
+            output_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+        if self.body.store:
+            conversation = [*self.conversation, self.output.message()]
+            stored = StoredResponse(response=self.response, conversation=conversation)
+            self.state.responses.put(self.owner, self.response.id, stored)
+        kind = "response.incomplete" if incomplete else "response.completed"
+        return [*events, self._lifecycle(kind)]
+
+    def answered(self, completions: list[Completion]) -> ResponseObject:
+        parser = self.plan.output.parser()
+        self.output.feed(parser.feed(completions[0].text, final=True))
+        self.finish(completions)
+        return self.response
+
+    async def streamed(self, jobs: list[GenerationRequest], lease: Lease) -> AsyncIterator[Event]:
+        parser = self.plan.output.parser()
+        completion = Completion()
+        try:
+            yield self._lifecycle("response.created")
+            yield self._lifecycle("response.in_progress")
+            try:
+                async for _, chunk in merge_streams(self.plan.runner, jobs):
+                    completion.add(chunk)
+                    delta = parser.feed(chunk.text, final=chunk.finish_reason is not None)
+                    for event in self.output.feed(delta):
+                        yield event
+                for event in self.finish([completion]):
+                    yield event
+            except Exception as exc:
+                self.response.status = "failed"
+                self.response.output = list(self.output.items)
+                message = (
+                    getattr(exc, "message", None) or f"Generation failed: {type(exc).__name__}"
+                )
+                self.response.error = ResponseError(code="server_error", message=message)
+                yield self._lifecycle("response.failed")
+                raise  # the stream ends with an ``error`` event in the OpenAI error shape
+        finally:
+            lease.release()
+
+
+def _earlier(body: ResponsesRequest, state: ServerState, owner: str) -> list[ChatMessage]:
+    if body.previous_response_id is None:
+        return []
+    stored = state.responses.get(owner, body.previous_response_id)
+    if stored is None:
+        raise BadRequestError(
+            f"Previous response with id {body.previous_response_id!r} not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return stored.conversation
+
+
+@router.post(
+    "/v1/responses",
+    response_model=ResponseObject,
+    summary="Create a response (OpenAI Responses API)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def create_response(body: ResponsesRequest, request: Request, response: Response) -> Any:
+    state = get_state(request)
+    owner = key_owner(request)
+    conversation = conversation_of(body, _earlier(body, state, owner))
+    chat = chat_request(body, conversation)
+    check_chat_request(chat, state)
+    lease = await lease_for(chat.model, request, state)
+    try:
+        plan = ChatPlan(chat, lease)
+        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
+    except BaseException:
+        lease.release()
+        raise
+    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    responder = _Responder(body, plan, conversation, state, owner)
+    return await deliver(
+        request,
+        response,
+        state,
+        lease,
+        jobs,
+        stream=body.stream,
+        streamed=lambda: responder.streamed(jobs, lease),
+        answered=responder.answered,
+        runner=plan.runner,
+        event=_event_name,
+        done=False,
+    )
+
+
+def _stored(request: Request, response_id: str) -> StoredResponse:
+    stored = get_state(request).responses.get(key_owner(request), response_id)
+    if stored is None:
+        raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
+    return stored
+
+
+@router.get("/v1/responses/{response_id}", response_model=ResponseObject, summary="Get a response")
+async def get_response(response_id: str, request: Request) -> ResponseObject:
+    return _stored(request, response_id).response
+
+
+@router.delete(
+    "/v1/responses/{response_id}", response_model=DeletedResponse, summary="Delete a response"
+)
+async def delete_response(response_id: str, request: Request) -> DeletedResponse:
+    if not get_state(request).responses.delete(key_owner(request), response_id):
+        raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
+    return DeletedResponse(id=response_id)
