@@ -1,5 +1,6 @@
-"""Completions and chat through the OpenAI SDK, the same on every engine: shapes, streaming, n,
-stop strings, logprobs, clamping, context-length errors, a grammar, unapplied sampler settings."""
+"""Completions, chat and responses through the OpenAI SDK, the same on every engine: shapes,
+streaming, n, stop strings, logprobs, clamping, context-length errors, a grammar, unapplied
+sampler settings."""
 
 from __future__ import annotations
 
@@ -91,6 +92,21 @@ def test_chat_shape_and_stream(served: Served) -> None:
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == answer.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+
+
+def test_responses_answer_and_stream(served: Served) -> None:
+    client = sdk(served)
+    request = dict(model="x", input=QUESTION[0]["content"], max_output_tokens=6, temperature=0)
+    answer = client.responses.create(**request)
+    assert answer.id.startswith("resp_") and answer.object == "response"
+    assert answer.model == served.model and answer.usage.output_tokens > 0
+    events = list(client.responses.create(**request, stream=True))
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed == answer.output_text == events[-1].response.output_text
+    assert events[-1].response.usage.output_tokens == answer.usage.output_tokens
 
 
 def test_n_choices_are_separate_jobs(served: Served) -> None:

@@ -68,6 +68,16 @@ def _post(server: ServerProcess, path: str, body: object, headers: dict = AUTH) 
         ("/v1/chat/completions", {"messages": []}),
         ("/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}),
         ("/v1/chat/completions", {"messages": "not a list"}),
+        ("/v1/responses", {"input": 42}),
+        ("/v1/responses", {"input": []}),
+        ("/v1/responses", {"input": "x", "max_output_tokens": 0}),
+        ("/v1/responses", {"input": [{"type": "message", "content": "no role"}]}),
+        ("/v1/responses", {"input": [{"type": "function_call", "name": "f"}]}),
+        ("/v1/responses", {"input": "x", "tools": [{"type": "function"}]}),
+        ("/v1/responses", {"input": "x", "tools": [{"type": "file_search"}]}),
+        ("/v1/responses", {"input": "x", "previous_response_id": "resp_never"}),
+        ("/v1/responses", {"input": "x", "text": {"format": {"type": "xml"}}}),
+        ("/v1/responses", {"input": "x", "background": True}),
         ("/v1/token/encode", {"text": 42}),
         ("/v1/token/decode", {"tokens": [-1]}),
     ],
@@ -234,10 +244,11 @@ def _worst_health_latency_while(work: Callable[[], httpx.Response], server: Serv
     [
         ("/v1/completions", {"prompt": BIG_TEXT, "max_tokens": 1}),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG_TEXT}]}),
+        ("/v1/responses", {"input": BIG_TEXT, "max_output_tokens": 1}),
         ("/v1/token/encode", {"text": BIG_TEXT}),
         ("/api/extra/tokencount", {"prompt": BIG_TEXT}),
     ],
-    ids=["completion", "chat", "token-encode", "kobold-tokencount"],
+    ids=["completion", "chat", "responses", "token-encode", "kobold-tokencount"],
 )
 def test_a_huge_prompt_is_refused_without_tokenizing_it(
     server: ServerProcess, path: str, body: dict

@@ -133,7 +133,7 @@ def test_structured_output_follows_the_schema(client: openai.OpenAI) -> None:
     assert answer.text.format.type == "json_schema" and answer.text.format.name == "person"
 
 
-def test_retrieve_then_delete(client: openai.OpenAI) -> None:
+def test_retrieve_then_delete(server: ServerProcess, client: openai.OpenAI) -> None:
     answer = client.responses.create(**{**CAPITAL, "max_output_tokens": 2})
     kept = client.responses.retrieve(answer.id)
     assert kept.id == answer.id and kept.output_text == answer.output_text
@@ -142,6 +142,9 @@ def test_retrieve_then_delete(client: openai.OpenAI) -> None:
         client.responses.retrieve(answer.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.delete(answer.id)
+    with server.client() as http:
+        metrics = http.get("/metrics").text
+    assert 'route="/v1/responses/{response_id}",status="404"' in metrics
 
 
 def test_another_key_cannot_read_delete_or_continue(

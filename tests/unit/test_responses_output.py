@@ -1,0 +1,56 @@
+"""Output items of a Responses answer from the chat parser's deltas, and their stream events."""
+
+from __future__ import annotations
+
+from common.chat_output import OutputDelta
+from common.tools.calls import ToolCallDelta
+from endpoints.OAI.responses_output import OutputBuilder
+
+
+def test_reasoning_then_a_call_with_only_whitespace_between_opens_no_message() -> None:
+    builder = OutputBuilder()
+    events = builder.feed(OutputDelta(reasoning="Look it up."))
+    events += builder.feed(OutputDelta(content="\n\n"))
+    events += builder.feed(OutputDelta(tool_calls=[ToolCallDelta(0, "", "call_1", "lookup")]))
+    events += builder.feed(OutputDelta(tool_calls=[ToolCallDelta(0, '{"q": "x"}')]))
+    events += builder.finish(incomplete=False)
+    assert [item.type for item in builder.items] == ["reasoning", "function_call"]
+    assert [event["type"] for event in events] == [
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert events[-1]["item"]["arguments"] == '{"q": "x"}'
+    assert events[-1]["item"]["status"] == "completed"
+    message = builder.message()
+    assert message.content is None and message.reasoning_content == "Look it up."
+    assert message.tool_calls and message.tool_calls[0].id == "call_1"
+
+
+def test_text_cut_short_is_an_incomplete_message() -> None:
+    builder = OutputBuilder()
+    events = builder.feed(OutputDelta(content="Par"))
+    events += builder.finish(incomplete=True)
+    assert [event["type"] for event in events] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+    assert events[0]["item"]["content"] == [] and events[3]["text"] == "Par"
+    assert builder.items[0].status == "incomplete"
+
+
+def test_an_empty_answer_is_one_empty_message() -> None:
+    builder = OutputBuilder()
+    builder.finish(incomplete=False)
+    assert [item.type for item in builder.items] == ["message"]
+    assert builder.message().content is None
