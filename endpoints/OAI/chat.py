@@ -62,8 +62,7 @@ def _message_dict(message: ChatMessage) -> dict[str, Any]:
     return data
 
 
-def check_chat_request(body: ChatCompletionRequest, state: ServerState) -> None:
-    """The config's caps on choices, logprobs, messages and tools."""
+def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
     limits = state.config.limits
     if body.n > limits.max_n:
         raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
@@ -210,6 +209,23 @@ async def plan_chat_jobs(
     ]
 
 
+async def start_chat(
+    body: ChatCompletionRequest, request: Request, state: ServerState
+) -> tuple[ChatPlan, Lease, list[GenerationRequest]]:
+    """Check ``body``, lease the model and plan the jobs: what every chat API does before it
+    delivers (the lease is released if planning fails)."""
+    _check_request(body, state)
+    lease = await lease_for(body.model, request, state)
+    try:
+        plan = ChatPlan(body, lease)
+        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
+    except BaseException:
+        lease.release()
+        raise
+    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    return plan, lease, jobs
+
+
 def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionResponse:
     choices = []
     for index, completion in enumerate(completions):
@@ -305,15 +321,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response
 ) -> Any:
     state = get_state(request)
-    check_chat_request(body, state)
-    lease = await lease_for(body.model, request, state)
-    try:
-        plan = ChatPlan(body, lease)
-        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    plan, lease, jobs = await start_chat(body, request, state)
     return await deliver(
         request,
         response,

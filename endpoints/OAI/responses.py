@@ -20,9 +20,8 @@ from common.errors import BadRequestError, NotFoundError
 from common.generation import Completion, merge_streams
 from common.model import Lease
 from endpoints.dependencies import get_state, key_owner, require_api
-from endpoints.OAI.chat import ChatPlan, check_chat_request, plan_chat_jobs
+from endpoints.OAI.chat import ChatPlan, start_chat
 from endpoints.OAI.delivery import deliver
-from endpoints.OAI.inline import lease_for
 from endpoints.OAI.responses_input import chat_request, conversation_of
 from endpoints.OAI.responses_output import Event, OutputBuilder, dumped
 from endpoints.OAI.shapes import new_id, now, usage_of
@@ -178,16 +177,7 @@ async def create_response(body: ResponsesRequest, request: Request, response: Re
     state = get_state(request)
     owner = key_owner(request)
     conversation = conversation_of(body, _earlier(body, state, owner))
-    chat = chat_request(body, conversation)
-    check_chat_request(chat, state)
-    lease = await lease_for(chat.model, request, state)
-    try:
-        plan = ChatPlan(chat, lease)
-        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
+    plan, lease, jobs = await start_chat(chat_request(body, conversation), request, state)
     responder = _Responder(body, plan, conversation, state, owner)
     return await deliver(
         request,

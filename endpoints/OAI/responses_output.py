@@ -47,6 +47,10 @@ class OutputBuilder:
         self._sequence += 1
         return event
 
+    def _on(self, kind: str, item: OutputItem, **fields: Any) -> Event:
+        """An event about ``item``: its id and output index, then ``fields``."""
+        return self.event(kind, item_id=item.id, output_index=self._index(item), **fields)
+
     def feed(self, delta: OutputDelta) -> list[Event]:
         events: list[Event] = []
         if delta.reasoning:
@@ -112,10 +116,9 @@ class OutputBuilder:
         if isinstance(item, MessageItem):
             item.content.append(OutputText(text=""))
             events.append(
-                self.event(
+                self._on(
                     "response.content_part.added",
-                    item_id=item.id,
-                    output_index=index,
+                    item,
                     content_index=0,
                     part=dumped(item.content[0]),
                 )
@@ -133,40 +136,24 @@ class OutputBuilder:
         if isinstance(item, MessageItem):
             part = item.content[0]
             events.append(
-                self.event(
-                    "response.output_text.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    text=part.text,
-                    logprobs=[],
+                self._on(
+                    "response.output_text.done", item, content_index=0, text=part.text, logprobs=[]
                 )
             )
             events.append(
-                self.event(
-                    "response.content_part.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=dumped(part),
-                )
+                self._on("response.content_part.done", item, content_index=0, part=dumped(part))
             )
         elif isinstance(item, ReasoningItem):
             events.append(
-                self.event(
-                    "response.reasoning_text.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    text=item.content[0].text,
+                self._on(
+                    "response.reasoning_text.done", item, content_index=0, text=item.content[0].text
                 )
             )
         else:
             events.append(
-                self.event(
+                self._on(
                     "response.function_call_arguments.done",
-                    item_id=item.id,
-                    output_index=index,
+                    item,
                     name=item.name,
                     arguments=item.arguments,
                 )
@@ -185,15 +172,7 @@ class OutputBuilder:
             item = ReasoningItem(id=new_id("rs", "_"), status="in_progress", content=[])
             events += self._add(item)
         item.content[0].text += text
-        events.append(
-            self.event(
-                "response.reasoning_text.delta",
-                item_id=item.id,
-                output_index=self._index(item),
-                content_index=0,
-                delta=text,
-            )
-        )
+        events.append(self._on("response.reasoning_text.delta", item, content_index=0, delta=text))
         return events
 
     def _text(self, text: str) -> list[Event]:
@@ -213,14 +192,7 @@ class OutputBuilder:
             return []
         item.content[0].text += text
         return [
-            self.event(
-                "response.output_text.delta",
-                item_id=item.id,
-                output_index=self._index(item),
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
+            self._on("response.output_text.delta", item, content_index=0, delta=text, logprobs=[])
         ]
 
     def _call(self, piece: ToolCallDelta) -> list[Event]:
@@ -240,11 +212,6 @@ class OutputBuilder:
         if piece.arguments:
             item.arguments += piece.arguments
             events.append(
-                self.event(
-                    "response.function_call_arguments.delta",
-                    item_id=item.id,
-                    output_index=self._index(item),
-                    delta=piece.arguments,
-                )
+                self._on("response.function_call_arguments.delta", item, delta=piece.arguments)
             )
         return events
