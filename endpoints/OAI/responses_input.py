@@ -220,6 +220,7 @@ def chat_request(body: ResponsesRequest, conversation: list[ChatMessage]) -> Cha
             "response_format": _response_format(body),
             "reasoning_effort": _effort(effort),
             "enable_thinking": False if effort == "none" else None,
+            "reasoning_budget_tokens": body.reasoning_budget_tokens,
         }
     )
     chat._not_applied = body.not_applied

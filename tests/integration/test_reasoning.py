@@ -143,3 +143,29 @@ def test_reasoning_then_a_required_call(client: openai.OpenAI) -> None:
         streamed = stream.get_final_completion().choices[0]
     assert streamed.message.reasoning_content == choice.message.reasoning_content
     assert streamed.message.tool_calls[0].function.arguments == call.function.arguments
+
+
+def _reasoning_and_text(items: list) -> tuple[str, str]:
+    reasoning = "".join(p.text for i in items if i.type == "reasoning" for p in i.content or [])
+    text = "".join(p.text for i in items if i.type == "message" for p in i.content)
+    return reasoning, text
+
+
+def test_responses_answer_with_a_reasoning_item_streamed_alike(client: openai.OpenAI) -> None:
+    request = dict(
+        model="x",
+        input=QUESTION[0]["content"],
+        max_output_tokens=20,
+        temperature=0,
+        extra_body={"reasoning_budget_tokens": 6},
+    )
+    answer = client.responses.create(**request)
+    assert [item.type for item in answer.output] == ["reasoning", "message"]
+    reasoning, text = _reasoning_and_text(answer.output)
+    assert reasoning and text and answer.status == "incomplete"
+    events = list(client.responses.create(stream=True, **request))
+    deltas = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+    assert "".join(deltas) == reasoning
+    assert _reasoning_and_text(events[-1].response.output) == (reasoning, text)
+    off = client.responses.create(**{**request, "reasoning": {"effort": "none"}})
+    assert [item.type for item in off.output] == ["message"]

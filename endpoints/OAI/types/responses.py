@@ -105,6 +105,9 @@ class ResponsesRequest(SamplerRequest):
     text: TextOptions | None = None
     reasoning: ReasoningOptions | None = None
     max_output_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    reasoning_budget_tokens: int | None = Field(
+        None, description="Serval: most reasoning tokens, as on the chat route."
+    )
     previous_response_id: str | None = Field(None, max_length=128)
     store: bool = Field(True, description="Keep the answer for previous_response_id and GET.")
     stream: bool = False
