@@ -1,10 +1,21 @@
-"""Output items of a Responses answer from the chat parser's deltas, and their stream events."""
+"""Output items of a Responses answer from the chat parser's deltas, and their stream events
+(a failure in the middle of the stream included)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import pytest
+
+from backends.base import GenerationChunk
 from common.chat_output import OutputDelta
+from common.chat_plan import OutputPlan
 from common.tools.calls import ToolCallDelta
+from endpoints.OAI.responses import _event_name, _Responder
 from endpoints.OAI.responses_output import OutputBuilder
+from endpoints.OAI.types.responses import ResponsesRequest
 
 
 def test_reasoning_then_a_call_with_only_whitespace_between_opens_no_message() -> None:
@@ -54,3 +65,44 @@ def test_an_empty_answer_is_one_empty_message() -> None:
     builder.finish(incomplete=False)
     assert [item.type for item in builder.items] == ["message"]
     assert builder.message().content is None
+
+
+class _FailingRunner:
+    """A job that writes one piece of text, then fails as an engine would."""
+
+    async def generate(self, request: object) -> AsyncIterator[GenerationChunk]:
+        yield GenerationChunk(text="Par", token_ids=[1])
+        raise RuntimeError("the engine failed")
+
+
+class _Lease:
+    released = False
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_failure_mid_stream_sends_response_failed_then_the_error() -> None:
+    plan = SimpleNamespace(
+        model="m", output=OutputPlan(None, None, None), runner=_FailingRunner(), prompt_tokens=3
+    )
+    body = ResponsesRequest(input="Capital of France?")
+    responder = _Responder(body, plan, [], SimpleNamespace(), "owner")  # type: ignore[arg-type]
+    lease = _Lease()
+
+    async def run() -> list[dict]:
+        events = []
+        with pytest.raises(RuntimeError):
+            async for event in responder.streamed([object()], lease):  # type: ignore[list-item]
+                events.append(event)
+        return events
+
+    events = asyncio.run(run())
+    assert [event["type"] for event in events][:2] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in [event["type"] for event in events]
+    failed = events[-1]
+    assert failed["type"] == "response.failed"
+    assert failed["response"]["status"] == "failed"
+    assert failed["response"]["error"]["code"] == "server_error"
+    assert lease.released
+    assert _event_name({"error": {"message": "x"}}) == "error"
