@@ -39,6 +39,7 @@ from endpoints.OAI.types.responses import (
     TextOptions,
 )
 from endpoints.state import ServerState
+from endpoints.streaming import error_payload
 
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
@@ -144,9 +145,7 @@ class _Responder:
             except Exception as exc:
                 self.response.status = "failed"
                 self.response.output = list(self.output.items)
-                message = (
-                    getattr(exc, "message", None) or f"Generation failed: {type(exc).__name__}"
-                )
+                message = error_payload(exc)["error"]["message"]
                 self.response.error = ResponseError(code="server_error", message=message)
                 yield self._lifecycle("response.failed")
                 raise  # the stream ends with an ``error`` event in the OpenAI error shape
