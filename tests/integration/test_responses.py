@@ -48,8 +48,14 @@ def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
         yield client
 
 
-def test_string_input_and_instructions(client: openai.OpenAI) -> None:
-    answer = client.responses.create(**CAPITAL)
+@pytest.fixture(scope="module")
+def capital(client: openai.OpenAI) -> openai.types.responses.Response:
+    """The whole answer to CAPITAL (greedy), made once."""
+    return client.responses.create(**CAPITAL)
+
+
+def test_string_input_and_instructions(capital: openai.types.responses.Response) -> None:
+    answer = capital
     assert answer.id.startswith("resp_") and answer.object == "response"
     assert answer.status == "completed" and answer.completed_at
     assert answer.instructions == CAPITAL["instructions"]
@@ -61,8 +67,9 @@ def test_string_input_and_instructions(client: openai.OpenAI) -> None:
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
 
 
-def test_stream_events_in_order_and_the_final_response(client: openai.OpenAI) -> None:
-    whole = client.responses.create(**CAPITAL)
+def test_stream_events_in_order_and_the_final_response(
+    client: openai.OpenAI, capital: openai.types.responses.Response
+) -> None:
     with client.responses.stream(**CAPITAL) as stream:
         events = list(stream)
         final = stream.get_final_response()
@@ -81,7 +88,7 @@ def test_stream_events_in_order_and_the_final_response(client: openai.OpenAI) ->
     ]
     assert [event.sequence_number for event in events] == list(range(len(events)))
     deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-    assert deltas == final.output_text == whole.output_text
+    assert deltas == final.output_text == capital.output_text
     assert final.id == events[0].response.id and final.status == "completed"
 
 
@@ -198,7 +205,7 @@ def test_what_serval_does_not_run_is_refused_by_name(
 
 def test_codex_request_streams_named_events_and_is_not_stored(server: ServerProcess) -> None:
     recorded = json.loads((ROOT / "tests/fixtures/clients/codex_responses.json").read_text())
-    body = {**recorded["body"], "max_output_tokens": 16}  # short, as a test should be
+    body = {**recorded["body"], "max_output_tokens": 8}  # short, as a test should be
     with (
         server.client(timeout=120) as client,
         client.stream("POST", "/v1/responses", json=body) as response,
