@@ -3,8 +3,10 @@
 Reasoning becomes a ``reasoning`` item, text a ``message`` item with one ``output_text`` part,
 each tool call a ``function_call`` item; an item is closed when the next kind of output starts.
 Text that is only whitespace between items (after the reasoning block, around calls) opens no
-message. Streamed and whole answers are built by the same steps, so they agree; the events are
-what the Responses API streams, each with its ``sequence_number``.
+message. Streamed and whole answers are built by the same steps, so they agree, but for one
+case: a whole answer is parsed at once, so its items come as reasoning, message, calls, while a
+stream lists them as they come (text after a call, such as a second call cut short, comes last).
+The events are what the Responses API streams, each with its ``sequence_number``.
 """
 
 from __future__ import annotations
