@@ -37,7 +37,8 @@ from endpoints.streaming import error_payload
 router = APIRouter(tags=["Anthropic"], dependencies=[Depends(require_api)])
 
 
-def _stream_error(exc: BaseException) -> dict[str, Any]:
+def stream_error(exc: BaseException) -> dict[str, Any]:
+    """A failure after the stream started, as the `error` event Anthropic sends."""
     status = exc.status_code if isinstance(exc, ServalError) else 500
     return anthropic_error(status, error_payload(exc))
 
@@ -121,7 +122,7 @@ async def create_message(body: MessagesRequest, request: Request, response: Resp
         runner=plan.runner,
         done=False,
         named=True,
-        errors=_stream_error,
+        errors=stream_error,
     )
 
 
