@@ -175,7 +175,9 @@ def chat_request(body: MessagesRequest) -> ChatCompletionRequest:
     if config is not None and config.format is not None:
         schema = {"name": "output", "schema": config.format.schema_}
         data["response_format"] = {"type": "json_schema", "json_schema": schema}
-    return _chat_request(data)
+    chat = _chat_request(data)
+    chat.naming_not_applied(body)
+    return chat
 
 
 def counted_chat(body: CountTokensRequest) -> ChatCompletionRequest:
