@@ -2,7 +2,9 @@
 
 A streamed answer is an async iterator of JSON-able payloads. It goes out as ``data:`` events
 with keep-alive comments while the engine is busy (a long prefill); an error after the stream
-started is sent as one ``data: {"error": ...}`` event and the stream closes. When the client
+started is sent as one ``data: {"error": ...}`` event and the stream closes. With ``named``
+(Anthropic's streams) each event carries its payload's ``type`` as ``event: <type>``, the
+keep-alives are ``ping`` events, and ``errors`` words the error event. When the client
 goes away, sse-starlette cancels the iterator, whose ``finally`` cancels the engine jobs.
 
 A client that stops reading (its socket and the server's send buffer full) blocks the sends;
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -52,21 +54,38 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _event_name(payload: Any) -> str | None:
+    """A payload's ``type`` (Anthropic's event payloads all name their event there)."""
+    kind = payload.get("type") if isinstance(payload, dict) else getattr(payload, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
 async def _events(
-    payloads: AsyncIterator[Any], event: str | None, done: bool
+    payloads: AsyncIterator[Any],
+    event: str | None,
+    done: bool,
+    named: bool,
+    errors: Callable[[BaseException], dict[str, Any]],
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for payload in payloads:
-            yield ServerSentEvent(data=_dump(payload), event=event, sep=SEP)
+            name = _event_name(payload) if named else event
+            yield ServerSentEvent(data=_dump(payload), event=name, sep=SEP)
     except (ServalError, Exception) as exc:
         if not isinstance(exc, ServalError):
             logger.opt(exception=exc).error("stream failed")
-        yield ServerSentEvent(data=_dump(error_payload(exc)), event=event, sep=SEP)
+        failure = errors(exc)
+        name = _event_name(failure) if named else event
+        yield ServerSentEvent(data=_dump(failure), event=name, sep=SEP)
         return
     finally:
         await payloads.aclose()  # type: ignore[attr-defined]
     if done:
         yield ServerSentEvent(data=DONE, event=event, sep=SEP)
+
+
+def _ping_event() -> ServerSentEvent:
+    return ServerSentEvent(data='{"type": "ping"}', event="ping", sep=SEP)
 
 
 class _EventStream(EventSourceResponse):
@@ -89,14 +108,18 @@ def sse_response(
     *,
     event: str | None = None,
     done: bool = True,
+    named: bool = False,
+    errors: Callable[[BaseException], dict[str, Any]] = error_payload,
     headers: dict[str, str] | None = None,
     send_timeout: float = 0.0,
 ) -> EventSourceResponse:
-    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``. A send blocked for
+    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``; ``named``: events
+    named by their payload's ``type``, ``ping`` events as keep-alives. A send blocked for
     ``send_timeout`` seconds (0: no limit) closes the stream and the iterator."""
     return _EventStream(
-        _events(payloads, event, done),
+        _events(payloads, event, done, named, errors),
         ping=ping_interval if ping_interval > 0 else 10**9,
+        ping_message_factory=_ping_event if named else None,
         sep=SEP,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
         send_timeout=send_timeout or None,

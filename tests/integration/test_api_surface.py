@@ -44,6 +44,8 @@ ROUTE_LEVELS: dict[tuple[str, str], str] = {
     ("POST", "/v1/completions"): API,
     ("POST", "/v1/chat/completions"): API,
     ("POST", "/v1/embeddings"): API,
+    ("POST", "/v1/messages"): API,
+    ("POST", "/v1/messages/count_tokens"): API,
     ("GET", "/v1/lora"): API,
     ("GET", "/v1/loras"): API,
     ("GET", "/v1/lora/list"): API,
