@@ -245,6 +245,11 @@ class SamplerRequest(BaseModel):
         """Settings this request asked for that no engine applies (see :data:`NOT_APPLIED`)."""
         return self._not_applied
 
+    def naming_not_applied(self, source: SamplerRequest) -> None:
+        """Name what ``source`` asked for that no engine applies: for a request translated from
+        another API's body, whose raw fields it never saw."""
+        self._not_applied = source.not_applied
+
     @field_validator("stop", "banned_strings", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:

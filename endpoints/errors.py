@@ -1,7 +1,8 @@
-"""One place that turns every error into the OpenAI error shape.
+"""One place that turns every error into the error shape of the API that was called.
 
-``{"error": {"message", "type", "param", "code"}}``: never an HTML page, and never a Python
-traceback unless ``network.send_tracebacks`` is on.
+``{"error": {"message", "type", "param", "code"}}`` (OpenAI's) everywhere but on the Anthropic
+Messages routes, which answer ``{"type": "error", "error": {"type", "message"}}``; never an HTML
+page, and never a Python traceback unless ``network.send_tracebacks`` is on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,38 @@ _STATUS_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+ANTHROPIC_PREFIX = "/v1/messages"
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(f"{ANTHROPIC_PREFIX}/")
+
+
+def anthropic_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped error body in Anthropic's shape, its type chosen by the status."""
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    return {
+        "type": "error",
+        "error": {
+            "type": _ANTHROPIC_TYPES.get(status, fallback),
+            "message": body["error"]["message"],
+        },
+    }
+
+
+def shaped_error(path: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` (the OpenAI shape) as the API that serves ``path`` words its errors."""
+    return anthropic_error(status, body) if is_anthropic_path(path) else body
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: Any = None) -> dict:
@@ -74,12 +107,13 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, dict]:
 def install_error_handlers(app: FastAPI, send_tracebacks: bool) -> None:
     @app.exception_handler(ServalError)
     async def _serval_error(request: Request, exc: ServalError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        body = shaped_error(request.url.path, exc.status_code, exc.body())
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, body = describe_validation(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(shaped_error(request.url.path, status, body), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -87,8 +121,9 @@ def install_error_handlers(app: FastAPI, send_tracebacks: bool) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}"
         error_type = _STATUS_TYPES.get(exc.status_code, "server_error")
+        body = error_body(message, error_type, None, None)
         return JSONResponse(
-            error_body(message, error_type, None, None),
+            shaped_error(request.url.path, exc.status_code, body),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -99,4 +134,4 @@ def install_error_handlers(app: FastAPI, send_tracebacks: bool) -> None:
         body = error_body("Internal server error", "server_error", None, "internal_error")
         if send_tracebacks:
             body["error"]["trace"] = "".join(traceback.format_exception(exc))
-        return JSONResponse(body, status_code=500)
+        return JSONResponse(shaped_error(request.url.path, 500, body), status_code=500)

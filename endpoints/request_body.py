@@ -29,6 +29,7 @@ from common.errors import (
     RequestTimeoutError,
     ServalError,
 )
+from endpoints.errors import shaped_error
 
 
 @dataclass(frozen=True)
@@ -197,5 +198,6 @@ async def _refuse(
     exc: ServalError, scope: Scope, receive: Receive, send: Send, close: bool
 ) -> None:
     headers = {**exc.headers, "connection": "close"} if close else exc.headers
-    response = JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+    body = shaped_error(scope["path"], exc.status_code, exc.body())
+    response = JSONResponse(body, status_code=exc.status_code, headers=headers)
     await response(scope, receive, send)

@@ -12,6 +12,7 @@ from loguru import logger
 
 from common.errors import ServalError
 from common.progress import shown_in_console
+from endpoints.Anthropic import messages as anthropic_messages
 from endpoints.console import mount_console
 from endpoints.core import (
     downloads,
@@ -118,6 +119,7 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
         app.include_router(chat.router)
         app.include_router(responses.router)
         app.include_router(oai_embeddings.router)
+        app.include_router(anthropic_messages.router)  # Anthropic's Messages API
     if "Kobold" in config.network.api_servers:
         kobold.mount(app)
     if config.network.web_console:

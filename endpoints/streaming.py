@@ -2,7 +2,9 @@
 
 A streamed answer is an async iterator of JSON-able payloads. It goes out as ``data:`` events
 with keep-alive comments while the engine is busy (a long prefill); an error after the stream
-started is sent as one ``data: {"error": ...}`` event and the stream closes. When the client
+started is sent as one ``data: {"error": ...}`` event and the stream closes. With ``named``
+(Anthropic's streams) each event carries its payload's ``type`` as ``event: <type>``, the
+keep-alives are ``ping`` events, and ``errors`` words the error event. When the client
 goes away, sse-starlette cancels the iterator, whose ``finally`` cancels the engine jobs.
 
 A client that stops reading (its socket and the server's send buffer full) blocks the sends;
@@ -27,9 +29,6 @@ from starlette.types import Receive, Scope, Send
 from common.errors import ServalError
 
 T = TypeVar("T")
-EventName = str | Callable[[Any], str] | None
-"""The ``event:`` line of each SSE event: none, one for all, or one per payload (a function
-of the payload, the error payload included)."""
 DONE = "[DONE]"
 SEP = "\n"  # lines end in LF, as OpenAI and KoboldCpp send them (Kobold Lite parses only LF)
 
@@ -55,26 +54,38 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _named(payload: Any, event: EventName) -> ServerSentEvent:
-    name = event(payload) if callable(event) else event
-    return ServerSentEvent(data=_dump(payload), event=name, sep=SEP)
+def _event_name(payload: Any) -> str | None:
+    """A payload's ``type`` (Anthropic's event payloads all name their event there)."""
+    kind = payload.get("type") if isinstance(payload, dict) else getattr(payload, "type", None)
+    return kind if isinstance(kind, str) else None
 
 
 async def _events(
-    payloads: AsyncIterator[Any], event: EventName, done: bool
+    payloads: AsyncIterator[Any],
+    event: str | None,
+    done: bool,
+    named: bool,
+    errors: Callable[[BaseException], dict[str, Any]],
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for payload in payloads:
-            yield _named(payload, event)
-    except Exception as exc:
+            name = _event_name(payload) if named else event
+            yield ServerSentEvent(data=_dump(payload), event=name, sep=SEP)
+    except (ServalError, Exception) as exc:
         if not isinstance(exc, ServalError):
             logger.opt(exception=exc).error("stream failed")
-        yield _named(error_payload(exc), event)
+        failure = errors(exc)
+        name = _event_name(failure) if named else event
+        yield ServerSentEvent(data=_dump(failure), event=name, sep=SEP)
         return
     finally:
         await payloads.aclose()  # type: ignore[attr-defined]
     if done:
-        yield _named(DONE, event)
+        yield ServerSentEvent(data=DONE, event=event, sep=SEP)
+
+
+def _ping_event() -> ServerSentEvent:
+    return ServerSentEvent(data='{"type": "ping"}', event="ping", sep=SEP)
 
 
 class _EventStream(EventSourceResponse):
@@ -95,16 +106,23 @@ def sse_response(
     payloads: AsyncIterator[Any],
     ping_interval: float,
     *,
-    event: EventName = None,
+    event: str | None = None,
     done: bool = True,
+    named: bool = False,
+    errors: Callable[[BaseException], dict[str, Any]] = error_payload,
+    ping_events: bool | None = None,
     headers: dict[str, str] | None = None,
     send_timeout: float = 0.0,
 ) -> EventSourceResponse:
-    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``. A send blocked for
+    """Stream ``payloads`` as SSE; ``done`` adds the final ``data: [DONE]``; ``named``: events
+    named by their payload's ``type``, ``ping`` events as keep-alives (``ping_events``: whether
+    they are, when not as ``named``; else ``: ping`` comments). A send blocked for
     ``send_timeout`` seconds (0: no limit) closes the stream and the iterator."""
+    pings = named if ping_events is None else ping_events
     return _EventStream(
-        _events(payloads, event, done),
+        _events(payloads, event, done, named, errors),
         ping=ping_interval if ping_interval > 0 else 10**9,
+        ping_message_factory=_ping_event if pings else None,
         sep=SEP,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
         send_timeout=send_timeout or None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -62,7 +63,7 @@ def _message_dict(message: ChatMessage) -> dict[str, Any]:
     return data
 
 
-def _check_request(body: ChatCompletionRequest, state: ServerState) -> None:
+def check_chat_request(body: ChatCompletionRequest, state: ServerState) -> None:
     limits = state.config.limits
     if body.n > limits.max_n:
         raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
@@ -143,11 +144,21 @@ class ChatPlan:
         return (self.body.top_logprobs or 0) if self.body.logprobs else None
 
 
-async def plan_chat_jobs(
-    plan: ChatPlan, lease: Lease, state: ServerState, request_id: str
-) -> list[GenerationRequest]:
-    """Render, tokenize and constrain the chat; one job per choice (``n``)."""
-    body = plan.body
+@dataclass(frozen=True)
+class RenderedChat:
+    """A chat's prompt as the template wrote it, its token ids, and the tools it offers."""
+
+    prompt: str
+    ids: list[int]
+    tool_request: ToolChoice | None
+    fmt: ToolFormat
+
+
+async def render_chat(
+    body: ChatCompletionRequest, lease: Lease, state: ServerState
+) -> RenderedChat:
+    """Render and tokenize the chat, checked against the model's limits (nothing generated:
+    token-counting routes call this alone)."""
     engine = lease.engine
     if lease.template is None:
         raise BadRequestError(
@@ -155,8 +166,6 @@ async def plan_chat_jobs(
             "or model.prompt_template.",
             code="no_chat_template",
         )
-    params = resolve(body, state.overrides.preset)
-    check_limits(params, engine, state.config.limits)
     tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     chat = _chat_prompt(body, state, tool_request, fmt)
@@ -177,8 +186,23 @@ async def plan_chat_jobs(
         what="chat prompt (as the template rendered it)",
     )
     check_prompt_ids(ids, engine, param="messages")
+    return RenderedChat(prompt, ids, tool_request, fmt)
+
+
+async def plan_chat_jobs(
+    plan: ChatPlan, lease: Lease, state: ServerState, request_id: str
+) -> list[GenerationRequest]:
+    """Render, tokenize and constrain the chat; one job per choice (``n``)."""
+    body = plan.body
+    engine = lease.engine
+    params = resolve(body, state.overrides.preset)
+    check_limits(params, engine, state.config.limits)
+    rendered = await render_chat(body, lease, state)
+    ids = rendered.ids
     plan.prompt_tokens = len(ids)
-    plan.output = output_plan(prompt, state.config.model, tool_request, fmt)
+    plan.output = output_plan(
+        rendered.prompt, state.config.model, rendered.tool_request, rendered.fmt
+    )
     constraints = Constraints(
         schema_of(body.response_format) or params.json_schema,
         params.regex_pattern,
@@ -214,7 +238,7 @@ async def start_chat(
 ) -> tuple[ChatPlan, Lease, list[GenerationRequest]]:
     """Check ``body``, lease the model and plan the jobs: what every chat API does before it
     delivers (the lease is released if planning fails)."""
-    _check_request(body, state)
+    check_chat_request(body, state)
     lease = await lease_for(body.model, request, state)
     try:
         plan = ChatPlan(body, lease)

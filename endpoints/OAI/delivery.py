@@ -11,7 +11,7 @@ from backends.base import GenerationRequest
 from common.generation import Completion, JobRunner, collect_all, unsupported_report
 from common.model import Lease
 from endpoints.state import ServerState
-from endpoints.streaming import EventName, cancel_on_disconnect, sse_response
+from endpoints.streaming import cancel_on_disconnect, error_payload, sse_response
 
 
 async def deliver(
@@ -25,12 +25,15 @@ async def deliver(
     streamed: Callable[[], AsyncIterator[Any]],
     answered: Callable[[list[Completion]], Any],
     runner: JobRunner | None = None,
-    event: EventName = None,
     done: bool = True,
+    named: bool = False,
+    errors: Callable[[BaseException], dict[str, Any]] = error_payload,
+    ping_events: bool | None = None,
 ) -> Any:
     """Run ``jobs`` and answer. The lease is released when the answer (or stream) is done;
-    ``streamed`` must release it itself, in its ``finally``. ``event`` and ``done``: the SSE
-    event names and the final ``[DONE]`` (see :func:`~endpoints.streaming.sse_response`)."""
+    ``streamed`` must release it itself, in its ``finally``. ``done``, ``named``, ``errors``
+    and ``ping_events``: how the stream's events look (see
+    :func:`~endpoints.streaming.sse_response`)."""
     request.state.lease = lease  # the request's log line reports the tokens it made
     headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
     if stream and not state.config.developer.disable_request_streaming:
@@ -38,8 +41,10 @@ async def deliver(
         return sse_response(
             streamed(),
             network.sse_ping_interval,
-            event=event,
             done=done,
+            named=named,
+            errors=errors,
+            ping_events=ping_events,
             headers=headers,
             send_timeout=network.stream_send_timeout,
         )

@@ -44,11 +44,6 @@ from endpoints.streaming import error_payload
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
 
-def _event_name(payload: Any) -> str:
-    """The SSE event of a payload: its type (an error body has none: ``error``)."""
-    return str(payload.get("type", "error")) if isinstance(payload, dict) else "error"
-
-
 class _Responder:
     """One Responses request being answered: the response object, its output and its storing."""
 
@@ -92,6 +87,10 @@ class _Responder:
             metadata=body.metadata or {},
             user=body.user,
         )
+
+    def error_event(self, exc: BaseException) -> Event:
+        """The stream's last event after a failure: ``error`` with the OpenAI error body."""
+        return self.output.event("error", **error_payload(exc))
 
     def _lifecycle(self, kind: str) -> Event:
         return self.output.event(kind, response=dumped(self.response))
@@ -148,7 +147,7 @@ class _Responder:
                 message = error_payload(exc)["error"]["message"]
                 self.response.error = ResponseError(code="server_error", message=message)
                 yield self._lifecycle("response.failed")
-                raise  # the stream ends with an ``error`` event in the OpenAI error shape
+                raise  # then the stream's error event (error_event)
         finally:
             lease.release()
 
@@ -188,8 +187,10 @@ async def create_response(body: ResponsesRequest, request: Request, response: Re
         streamed=lambda: responder.streamed(jobs, lease),
         answered=responder.answered,
         runner=plan.runner,
-        event=_event_name,
         done=False,
+        named=True,
+        errors=responder.error_event,
+        ping_events=False,  # OpenAI's streams keep alive with comments
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -107,6 +108,26 @@ def test_responses_answer_and_stream(served: Served) -> None:
     streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert streamed == answer.output_text == events[-1].response.output_text
     assert events[-1].response.usage.output_tokens == answer.usage.output_tokens
+
+
+def test_anthropic_message_and_stream(served: Served) -> None:
+    """The Messages API on the chat path: the same answer plain and streamed."""
+    client = anthropic.Anthropic(base_url=served.server.url, api_key=API_KEY, max_retries=0)
+    ask: dict[str, Any] = {
+        "model": "x",
+        "max_tokens": 6,
+        "messages": QUESTION,
+        "extra_body": {"temperature": 0, "min_tokens": 6},
+    }
+    answer = client.messages.create(**ask)
+    assert answer.type == "message" and answer.stop_reason == "max_tokens"
+    assert answer.usage.output_tokens == 6 and answer.usage.input_tokens > 0
+    with client.messages.stream(**ask) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    text = "".join(block.text for block in answer.content if block.type == "text")
+    assert streamed == text
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 6
 
 
 def test_n_choices_are_separate_jobs(served: Served) -> None:

@@ -47,6 +47,8 @@ ROUTE_LEVELS: dict[tuple[str, str], str] = {
     ("GET", "/v1/responses/{response_id}"): API,
     ("DELETE", "/v1/responses/{response_id}"): API,
     ("POST", "/v1/embeddings"): API,
+    ("POST", "/v1/messages"): API,
+    ("POST", "/v1/messages/count_tokens"): API,
     ("GET", "/v1/lora"): API,
     ("GET", "/v1/loras"): API,
     ("GET", "/v1/lora/list"): API,

@@ -86,6 +86,83 @@ def test_bad_values(server: ServerProcess, path: str, body: dict) -> None:
     _assert_clean_4xx(server, _post(server, path, body))
 
 
+ASK = [{"role": "user", "content": "x"}]
+TOOL = {"name": "f", "input_schema": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {"max_tokens": 4, "messages": []}),
+        ("/v1/messages", {"max_tokens": 4, "messages": [{"role": "system", "content": "x"}]}),
+        ("/v1/messages", {"max_tokens": 4, "messages": [{"role": "user", "content": [{}]}]}),
+        (
+            "/v1/messages",
+            {"max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "mystery"}]}]},
+        ),
+        ("/v1/messages", {"max_tokens": 10**12, "messages": ASK}),
+        ("/v1/messages", {"max_tokens": 0, "messages": ASK}),
+        ("/v1/messages", {"messages": ASK}),
+        ("/v1/messages", {"max_tokens": 4, "messages": ASK, "temperature": -1}),
+        ("/v1/messages", {"max_tokens": 4, "messages": ASK, "stop_sequences": ["a"] * 500}),
+        ("/v1/messages", {"max_tokens": 4, "messages": ASK, "tool_choice": {"type": "any"}}),
+        (
+            "/v1/messages",
+            {"max_tokens": 4, "messages": ASK, "tools": [TOOL], "tool_choice": {"type": "tool"}},
+        ),
+        (
+            "/v1/messages",
+            {
+                "max_tokens": 4,
+                "messages": ASK,
+                "tools": [TOOL],
+                "tool_choice": {"type": "tool", "name": "nope"},
+            },
+        ),
+        ("/v1/messages", {"max_tokens": 4, "messages": ASK, "tools": [{"name": "f"}]}),
+        ("/v1/messages", {"max_tokens": 4, "messages": ASK, "tools": [TOOL] * 10_000}),
+        (
+            "/v1/messages",
+            {
+                "max_tokens": 4,
+                "messages": ASK,
+                "thinking": {"type": "enabled", "budget_tokens": -1},
+            },
+        ),
+        (
+            "/v1/messages",
+            {
+                "max_tokens": 4,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [{"type": "image", "source": {}}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        ),
+        ("/v1/messages", b'{"max_tokens": 4, "messages": '),
+        ("/v1/messages/count_tokens", {"messages": "not a list"}),
+        ("/v1/messages/count_tokens", {"messages": [{"role": "user", "content": 42}]}),
+    ],
+)
+def test_bad_messages_bodies_get_anthropic_errors(
+    server: ServerProcess, path: str, body: dict | bytes
+) -> None:
+    response = _post(server, path, body, headers={"x-api-key": API_KEY})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    answer = response.json()
+    assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
+    assert answer["error"]["message"] and "Traceback" not in answer["error"]["message"]
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_refused(server: ServerProcess, literal: str) -> None:
     body = f'{{"prompt": "x", "max_tokens": 2, "temperature": {literal}}}'.encode()
@@ -388,6 +465,9 @@ def test_a_body_without_a_key_is_refused_before_it_is_read(server: ServerProcess
     reply = _raw_request(server, b"POST /v1/completions HTTP/1.1", lines)
     assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
     assert time.monotonic() - started < 2  # not the 408 of network.body_timeout (2 s here)
+    reply = _raw_request(server, b"POST /v1/messages HTTP/1.1", lines)  # Anthropic's shape
+    assert reply.startswith(b"HTTP/1.1 401") and b'"authentication_error"' in reply, reply[:300]
+    assert b'"type":"error"' in reply
 
 
 def _raw_request(server: ServerProcess, start: bytes, lines: list[bytes]) -> bytes:

@@ -96,22 +96,20 @@ def _check_runs(answers: list, names_of) -> None:
     assert len(seen) > 3  # sampled, not one answer repeated
 
 
-@pytest.mark.timeout(300)  # 50 sampled calls: over a minute on a 2-core AVX2 machine
 def test_required_calls_always_validate(client: openai.OpenAI) -> None:
-    """50 seeded runs (and 50 more below): every call parses and fits its schema."""
-    answers = _run_seeds(client, range(50), lambda seed: "required")
+    """A batch of 16 seeded runs (and 16 more below): every call parses and fits its schema."""
+    answers = _run_seeds(client, range(16), lambda seed: "required")
     _check_runs(answers, lambda seed: set(SCHEMAS))
 
 
-@pytest.mark.timeout(300)  # 50 sampled calls: over a minute on a 2-core AVX2 machine
 def test_named_calls_always_validate(client: openai.OpenAI) -> None:
     names = [t["function"]["name"] for t in TOOLS]
     answers = _run_seeds(
         client,
-        range(50, 100),
+        range(16, 32),
         lambda seed: {"type": "function", "function": {"name": names[seed % 2]}},
     )
-    _check_runs(answers, lambda index: {names[(index + 50) % 2]})
+    _check_runs(answers, lambda index: {names[index % 2]})
 
 
 def test_streamed_calls_assemble_into_the_whole_answer(client: openai.OpenAI) -> None:

@@ -13,7 +13,7 @@ from backends.base import GenerationChunk
 from common.chat_output import OutputDelta
 from common.chat_plan import OutputPlan
 from common.tools.calls import ToolCallDelta
-from endpoints.OAI.responses import _event_name, _Responder
+from endpoints.OAI.responses import _Responder
 from endpoints.OAI.responses_output import OutputBuilder
 from endpoints.OAI.types.responses import ResponsesRequest
 
@@ -105,4 +105,6 @@ def test_a_failure_mid_stream_sends_response_failed_then_the_error() -> None:
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["code"] == "server_error"
     assert lease.released
-    assert _event_name({"error": {"message": "x"}}) == "error"
+    error = responder.error_event(RuntimeError("the engine failed"))
+    assert error["type"] == "error" and error["sequence_number"] == failed["sequence_number"] + 1
+    assert error["error"]["code"] == "generation_failed"

@@ -1,0 +1,99 @@
+"""The Anthropic Messages body as a chat request, and its stream's named events and error event
+(no model: the translation and the SSE writer alone)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from common.chat_output import OutputDelta
+from common.errors import GenerationError
+from common.tools.calls import ToolCallDelta
+from endpoints.Anthropic.messages import stream_error
+from endpoints.Anthropic.shapes import BlockStream
+from endpoints.Anthropic.translate import chat_request
+from endpoints.Anthropic.types import MessagesRequest
+from endpoints.streaming import sse_response
+from tests.support.server import ROOT
+
+
+def test_claude_code_body_becomes_the_chat_it_stands_for() -> None:
+    recorded = json.loads(
+        (ROOT / "tests/fixtures/clients/claude_code_messages.json").read_text(encoding="utf-8")
+    )
+    chat = chat_request(MessagesRequest.model_validate(recorded["body"]))
+    roles = [m.role for m in chat.messages]
+    assert roles == ["system", "user", "assistant", "tool"]
+    assistant, result = chat.messages[2], chat.messages[3]
+    assert assistant.reasoning_content and assistant.tool_calls
+    call = assistant.tool_calls[0]
+    assert call.id == result.tool_call_id == "toolu_01A09q90qw90lq917835lq9"
+    assert json.loads(call.function.arguments)["command"] == "ls *.py | wc -l"
+    assert result.content == "7"
+    assert [t.function.name for t in chat.tools or []] == ["Bash", "Read", "Edit"]
+    assert chat.enable_thinking is True and chat.reasoning_budget_tokens == 31999
+    assert chat.stream is True and chat.max_tokens == 32000 and chat.temperature == 1
+
+
+def test_tool_choice_and_stop_sequences_map_to_their_chat_fields() -> None:
+    body = MessagesRequest.model_validate(
+        {
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "stop_sequences": ["END"],
+            "min_p": 0.1,
+            "cfg_scale": 1.5,
+        }
+    )
+    chat = chat_request(body)
+    assert chat.tool_choice == "required" and chat.parallel_tool_calls is False
+    assert chat.stop == ["END"] and chat.min_p == 0.1
+    assert chat.not_applied == ("cfg_scale",)  # named to the client, as on every route
+
+
+def test_blocks_open_and_close_as_the_output_changes_kind() -> None:
+    blocks = BlockStream()
+    events = blocks.feed(OutputDelta(reasoning="hm", content="Hi"))
+    events += blocks.feed(OutputDelta(tool_calls=[ToolCallDelta(0, '{"a"', "call_1", "f")]))
+    events += blocks.feed(OutputDelta(tool_calls=[ToolCallDelta(0, ": 1}")]))
+    events += blocks.close()
+    kinds = [(e["type"], e["index"]) for e in events]
+    assert kinds == [
+        ("content_block_start", 0),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
+        ("content_block_start", 2),
+        ("content_block_delta", 2),
+        ("content_block_delta", 2),
+        ("content_block_stop", 2),
+    ]
+    assert events[7]["delta"] == {"type": "input_json_delta", "partial_json": '{"a"'}
+
+
+def test_a_failure_mid_stream_is_a_named_error_event() -> None:
+    async def failing() -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "message_start"}
+        raise GenerationError("the engine failed")
+
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream() -> Any:
+        return sse_response(failing(), 0, done=False, named=True, errors=stream_error)
+
+    text = TestClient(app).get("/stream").text
+    assert "event: message_start\n" in text and "[DONE]" not in text
+    error = text.split("event: error\ndata: ", 1)[1].splitlines()[0]
+    assert json.loads(error) == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "the engine failed"},
+    }
