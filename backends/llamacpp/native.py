@@ -15,6 +15,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ NEW_GLIBC = b"GLIBC_2.38"
 OLD_GLIBC = b"GLIBC_2.2.5"
 SHT_DYNSYM = 11
 SHT_GNU_VERNEED = 0x6FFFFFFE
+# The wheel's ggml-cpu is built for these x86-64 extensions (llama_print_system_info says so);
+# on a CPU without one it would die of an illegal instruction, so it is not opened there.
+X86_FEATURES = ("avx", "avx2", "fma", "f16c")
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,27 @@ def patched_copy(folder: Path) -> Path:
     return target
 
 
+def missing_cpu_features() -> list[str]:
+    """The x86-64 extensions the prebuilt library needs that this CPU lacks."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    return [feature for feature in X86_FEATURES if feature not in flags]
+
+
 @functools.cache
 def load() -> Native:
     """Open llama.cpp once per process (its backend initialised, its log kept quiet)."""
     folder = package_folder()
     if folder is None:
         raise ImportError(f"{PACKAGE} is not installed (it comes with the cpu extra)")
+    missing = missing_cpu_features()
+    if missing:
+        raise OSError(f"this CPU lacks {', '.join(missing)}, which the prebuilt llama.cpp needs")
     from llama_cpp_py_sync._cffi_bindings import ffi
     from llama_cpp_py_sync._version import __version__
 

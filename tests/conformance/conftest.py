@@ -4,6 +4,8 @@
 - exllamav2: exllamav2's own Python over the STUB of its CUDA extension, the scripted stand-in
   generator in place of the forward pass (tests/support/standin_engines.py).
 - exllamav3: Serval's ExLlamaV3 engine over the STAND-IN of exllamav3's API, same generator.
+- llamacpp: the default model's own GGUF file on the real llama.cpp engine (no LoRAs: it is no
+  LoraEngine, so the suite checks that LoRAs are refused there).
 
 Every test in tests/conformance/ takes ``served`` and so runs against each engine. What only
 real logits can show is skipped on the stand-ins with the reason (tests/gpu/ covers it there).
@@ -17,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from backends.registry import engine_class
-from tests.conftest import DEFAULT_MODEL
+from backends.base import LoraEngine
+from backends.registry import engine_class, unavailable_reason
+from tests.conftest import DEFAULT_GGUF_MODEL, DEFAULT_MODEL
 from tests.support.server import ROOT, ServerProcess
 from tests.support.tiny_lora import build_tiny_lora
 from tests.support.tiny_model import build_tiny_model
 
 # The stand-ins first: their tests run while the transformers server still starts.
-ENGINES = ("exllamav2", "exllamav3", "transformers")
+ENGINES = ("exllamav2", "exllamav3", "transformers", "llamacpp")
 CONTEXT = 256
 STARTUP_TIMEOUT = 400
 STANDIN_MAIN = ROOT / "tests" / "support" / "standin_main.py"
@@ -46,6 +49,11 @@ class Served:
     def draft_modes(self) -> frozenset[str]:
         """The drafts the engine advertises (its typed ``draft_modes``)."""
         return frozenset(engine_class(self.backend).draft_modes)
+
+    @property
+    def applies_loras(self) -> bool:
+        """Whether the engine is a LoraEngine (the typed way an engine says it applies LoRAs)."""
+        return issubclass(engine_class(self.backend), LoraEngine)
 
     def needs_real_logits(self, what: str) -> None:
         if not self.real_logits:
@@ -75,7 +83,7 @@ def _config(model_dir: Path, model: str, backend: str, lora_dir: Path, lora: str
 
 @pytest.fixture(scope="session")
 def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    """The three servers, launched at once (each test waits only for its own)."""
+    """The four servers, launched at once (each test waits only for its own)."""
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.fail("the default model is missing: run ./test.sh (it fetches it)")
     from tests.support.exllamav2_stub import import_exllamav2
@@ -96,7 +104,20 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         head_dim=64,
         dtype="float16",
     )
+    llamacpp_missing = unavailable_reason("llamacpp")
+    if llamacpp_missing or not (DEFAULT_GGUF_MODEL).is_dir():
+        pytest.fail(f"the llamacpp engine cannot run: {llamacpp_missing or 'no default GGUF'}")
     servers = {
+        "llamacpp": Served(
+            "llamacpp",
+            ServerProcess(
+                base / "llamacpp",
+                _config(ROOT / "models", DEFAULT_GGUF_MODEL.name, "llamacpp", loras, "smol-lora"),
+            ),
+            DEFAULT_GGUF_MODEL.name,
+            "smol-lora",
+            real_logits=True,
+        ),
         "transformers": Served(
             "transformers",
             ServerProcess(
@@ -128,6 +149,7 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
             servers[backend].server.launch()
         build_tiny_lora(DEFAULT_MODEL, loras / "smol-lora")  # while the stand-ins start
         servers["transformers"].server.launch()
+        servers["llamacpp"].server.launch()
         yield servers
     finally:
         for served in servers.values():
