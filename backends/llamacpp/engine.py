@@ -29,7 +29,6 @@ from backends.llamacpp.model import LlamaModel
 from backends.transformers.engine import BatchedEngine
 from backends.transformers.samplers import VocabIndex
 from common.errors import BadRequestError, UnavailableError
-from common.sampling import SamplingParams
 
 DEFAULT_MAX_BATCH_SIZE = 32
 PREFILL_CHUNK = 256
@@ -169,18 +168,9 @@ class LlamaCppEngine(BatchedEngine):
     def token_piece(self, token_id: int) -> str:
         return self._model().piece_bytes(token_id).decode(errors="replace")
 
-    def unsupported_params(self, params: SamplingParams) -> list[str]:
-        """Every sampler runs here (Serval's own, on llama.cpp's logits) but token healing."""
-        return ["token_healing"] if params.token_healing else []
-
     def info(self) -> EngineInfo:
-        return EngineInfo(
-            backend=self.backend,
-            name=self.options.name,
-            path=self.options.path,
-            max_seq_len=self._max_seq_len,
+        return self._info(
             cache_size=self._cache_size,
-            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
             cache_mode="FP16",
             chunk_size=self.prefill_chunk,
             dtype=self.llama.weights_type if self.llama else "",

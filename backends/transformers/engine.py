@@ -80,6 +80,21 @@ class BatchedEngine(Engine):
     def _make_matcher(self, grammar: str) -> Any:
         """The llguidance matcher of ``grammar`` for this model's vocabulary."""
 
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        """Every sampler runs here (Serval's own, on the logits) except token healing."""
+        return ["token_healing"] if params.token_healing else []
+
+    def _info(self, **fields: Any) -> EngineInfo:
+        """:meth:`info`: what every batched engine says, and the engine's own ``fields``."""
+        return EngineInfo(
+            backend=self.backend,
+            name=self.options.name,
+            path=self.options.path,
+            max_seq_len=self._max_seq_len,
+            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
+            **fields,
+        )
+
     @property
     def active_jobs(self) -> int:
         return self.scheduler.running if self.scheduler else 0
@@ -372,18 +387,9 @@ class TransformersEngine(BatchedEngine, LoraEngine):
     def token_piece(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
-    def unsupported_params(self, params: SamplingParams) -> list[str]:
-        """Every sampler runs here except token healing."""
-        return ["token_healing"] if params.token_healing else []
-
     def info(self) -> EngineInfo:
-        return EngineInfo(
-            backend=self.backend,
-            name=self.options.name,
-            path=self.options.path,
-            max_seq_len=self._max_seq_len,
+        return self._info(
             cache_size=self._max_seq_len,
-            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
             cache_mode="FP16" if self.dtype != torch.float32 else "FP32",
             chunk_size=self.prefill_chunk,
             dtype=self._dtype_name,

@@ -107,26 +107,22 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     if not DEFAULT_GGUF_MODEL.is_dir():
         pytest.fail("the default model's GGUF is missing: run ./test.sh (it fetches it)")
     servers = {
-        "llamacpp": Served(
-            "llamacpp",
-            ServerProcess(
-                base / "llamacpp",
-                _config(ROOT / "models", DEFAULT_GGUF_MODEL.name, "llamacpp", loras, "smol-lora"),
-            ),
-            DEFAULT_GGUF_MODEL.name,
-            "smol-lora",
-            real_logits=True,
-        ),
-        "transformers": Served(
-            "transformers",
-            ServerProcess(
-                base / "transformers",
-                _config(ROOT / "models", DEFAULT_MODEL.name, "transformers", loras, "smol-lora"),
-            ),
-            DEFAULT_MODEL.name,
-            "smol-lora",
-            real_logits=True,
-        ),
+        **{  # the default model: its HF folder on transformers, its GGUF file on llama.cpp
+            backend: Served(
+                backend,
+                ServerProcess(
+                    base / backend,
+                    _config(ROOT / "models", model.name, backend, loras, "smol-lora"),
+                ),
+                model.name,
+                "smol-lora",
+                real_logits=True,
+            )
+            for backend, model in (
+                ("transformers", DEFAULT_MODEL),
+                ("llamacpp", DEFAULT_GGUF_MODEL),
+            )
+        },
         **{
             backend: Served(
                 backend,
