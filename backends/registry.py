@@ -16,7 +16,7 @@ from loguru import logger
 from backends.base import Engine, LoadOptions
 from common.errors import BadRequestError, UnsupportedError
 
-ENGINES = ("exllamav2", "exllamav3", "transformers")
+ENGINES = ("exllamav2", "exllamav3", "llamacpp", "transformers")
 
 
 @functools.cache
@@ -32,12 +32,30 @@ def unavailable_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None when it can."""
     if backend == "transformers":
         return None if importlib.util.find_spec("transformers") else "transformers is not installed"
+    if backend == "llamacpp":
+        return llamacpp_unavailable_reason()
     if not cuda_available():
         return "no CUDA GPU is visible to torch"
     if importlib.util.find_spec(backend) is None:
         extra = "exl2" if backend == "exllamav2" else "exl3"
         return f"{backend} is not installed (install the {extra} extra)"
     return None
+
+
+@functools.cache
+def llamacpp_unavailable_reason() -> str | None:
+    """Why llama.cpp cannot run here (its wheel missing or its library refused), else None."""
+    try:
+        from backends.llamacpp import native
+
+        native.load()
+    except (ImportError, OSError, RuntimeError) as exc:
+        return f"llama.cpp cannot be loaded ({exc}; it comes with the cpu extra)"
+    return None
+
+
+def has_gguf(model_dir: Path) -> bool:
+    return any(path.is_file() for path in model_dir.glob("*.gguf"))
 
 
 def quantization_of(model_dir: Path) -> str | None:
@@ -52,12 +70,16 @@ def quantization_of(model_dir: Path) -> str | None:
 
 
 def choose_backend(requested: str | None, model_dir: Path) -> str:
-    """The engine for ``model_dir``: the one asked for, or by format and hardware."""
+    """The engine for ``model_dir``: the one asked for, or by format and hardware. A folder
+    with a GGUF file is llama.cpp's (the only engine that reads GGUF)."""
     quant = quantization_of(model_dir)
+    gguf = has_gguf(model_dir)
     if requested and requested != "auto":
         if requested not in ENGINES:
             raise BadRequestError(f"Unknown backend {requested!r}; choose one of {ENGINES}")
         backend = requested
+    elif gguf:
+        backend = "llamacpp"
     elif quant == "exl3":
         backend = "exllamav3"
     elif quant in ("exl2", "gptq") or (quant is None and cuda_available()):
@@ -68,6 +90,12 @@ def choose_backend(requested: str | None, model_dir: Path) -> str:
         raise UnsupportedError(
             f"This model is a {quant.upper()} quant, which only the GPU engines can load "
             f"({unavailable_reason('exllamav3' if quant == 'exl3' else 'exllamav2')})."
+        )
+    if (backend == "llamacpp") != gguf:
+        raise UnsupportedError(
+            "The llamacpp engine serves GGUF files only."
+            if gguf is False
+            else f"{model_dir.name} holds a GGUF file, which only the llamacpp engine reads."
         )
     reason = unavailable_reason(backend)
     if reason:
@@ -81,6 +109,10 @@ def engine_class(backend: str) -> type[Engine]:
         from backends.transformers.engine import TransformersEngine
 
         return TransformersEngine
+    if backend == "llamacpp":
+        from backends.llamacpp.engine import LlamaCppEngine
+
+        return LlamaCppEngine
     if backend == "exllamav2":
         from backends.exllamav2.engine import ExLlamaV2Engine
 

@@ -140,9 +140,10 @@ class ModelConfig(Section):
     use_as_default: list[str] = Field(
         [], description="Keys of this section used as defaults for loads over the API."
     )
-    backend: Literal["auto", "exllamav2", "exllamav3", "transformers"] = Field(
+    backend: Literal["auto", "exllamav2", "exllamav3", "llamacpp", "transformers"] = Field(
         "auto",
-        description="Engine: auto picks exllamav3 for EXL3, exllamav2 on CUDA, transformers else.",
+        description="Engine: auto picks llamacpp for a GGUF file, exllamav3 for EXL3, "
+        "exllamav2 on CUDA, transformers else.",
     )
     max_seq_len: int | None = Field(
         None, ge=-1, description="Context length (default and -1: the model's own)."

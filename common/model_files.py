@@ -32,6 +32,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def context_length(model_dir: Path) -> int | None:
+    if not (model_dir / "config.json").is_file():
+        return gguf_context_length(model_dir)
     config = read_json(model_dir / "config.json")
     for section in (config, config.get("text_config") or {}):
         if isinstance(section, dict):
@@ -44,8 +46,13 @@ def context_length(model_dir: Path) -> int | None:
 EMBEDDING_MARKERS = ("modules.json", "config_sentence_transformers.json")
 
 
+def gguf_files(path: Path) -> list[Path]:
+    return sorted(file for file in path.glob("*.gguf") if file.is_file())
+
+
 def is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    """A HF folder (config.json) or a folder holding a GGUF file (llama.cpp's)."""
+    return (path / "config.json").is_file() or bool(gguf_files(path))
 
 
 def is_embedding_folder(path: Path) -> bool:
@@ -137,10 +144,107 @@ def check_safetensors(path: Path) -> None:
         raise BadRequestError(f"{path.name} is corrupt or truncated (size does not match).")
 
 
+GGUF_MAGIC = b"GGUF"
+GGUF_MAX_ENTRIES = 100_000
+GGUF_MAX_STRING = 16 << 20
+# Value types of GGUF metadata: fixed-size ones by struct format; 8 is a string, 9 an array.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q"}
+GGUF_SCALARS[12] = "d"
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GgufValue = str | int | float | bool
+
+
+class _GgufHeader:
+    """Reads the key/value section at the start of a GGUF file, from a file handle."""
+
+    def __init__(self, handle: Any, name: str) -> None:
+        self.handle, self.name = handle, name
+
+    def take(self, size: int) -> bytes:
+        data: bytes = self.handle.read(size)
+        if len(data) != size:
+            raise BadRequestError(f"{self.name} is truncated (its metadata ends early).")
+        return data
+
+    def number(self, kind: int) -> Any:
+        fmt = "<" + GGUF_SCALARS[kind]
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        size = self.number(10)
+        if size > GGUF_MAX_STRING:
+            raise BadRequestError(f"{self.name} is corrupt: a metadata string is too long.")
+        return self.take(size).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> GgufValue | None:
+        """A scalar or string value; an array is skipped (None)."""
+        if kind == GGUF_STRING:
+            return self.string()
+        if kind in GGUF_SCALARS:
+            value: GgufValue = self.number(kind)
+            return value
+        if kind != GGUF_ARRAY:
+            raise BadRequestError(f"{self.name} is corrupt: unknown metadata type {kind}.")
+        item_kind, count = self.number(4), self.number(10)
+        if item_kind in GGUF_SCALARS:
+            size = struct.calcsize(GGUF_SCALARS[item_kind]) * count
+            if size > GGUF_MAX_STRING * 4:
+                raise BadRequestError(f"{self.name} is corrupt: a metadata array is too long.")
+            self.handle.seek(size, os.SEEK_CUR)
+        else:
+            for _ in range(min(count, GGUF_MAX_STRING)):
+                self.value(item_kind)
+        return None
+
+
+def gguf_metadata(file: Path) -> dict[str, GgufValue]:
+    """The scalar and string metadata of a GGUF file (arrays such as the vocabulary left out)."""
+    with file.open("rb") as handle:
+        header = _GgufHeader(handle, file.name)
+        if header.take(4) != GGUF_MAGIC:
+            raise BadRequestError(f"{file.name} is not a GGUF file.")
+        header.take(4 + 8)  # version, tensor count
+        entries = header.number(10)
+        if entries > GGUF_MAX_ENTRIES:
+            raise BadRequestError(f"{file.name} is corrupt: it claims {entries} metadata keys.")
+        found: dict[str, GgufValue] = {}
+        for _ in range(entries):
+            key = header.string()
+            value = header.value(header.number(4))
+            if value is not None:
+                found[key] = value
+        return found
+
+
+def gguf_context_length(model_dir: Path) -> int | None:
+    files = gguf_files(model_dir)
+    if not files:
+        return None
+    try:
+        meta = gguf_metadata(files[0])
+    except (OSError, BadRequestError):
+        return None
+    length = meta.get(f"{meta.get('general.architecture')}.context_length")
+    return length if isinstance(length, int) else None
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse a folder with several GGUF files, or a file whose metadata cannot be read
+    (llama.cpp checks the tensors while loading)."""
+    files = gguf_files(path)
+    if len(files) > 1:
+        names = ", ".join(file.name for file in files)
+        raise BadRequestError(f"{path.name} holds several GGUF files ({names}): keep one.")
+    gguf_metadata(files[0])
+
+
 def check_model_folder(path: Path) -> None:
     """Refuse a folder that cannot be a loadable model, before anything is unloaded."""
     if not is_model_folder(path):
         raise BadRequestError(f"{path.name} is not a model folder: it has no config.json.")
+    if gguf_files(path):
+        check_gguf(path)
+        return
     if not read_json(path / "config.json"):
         raise BadRequestError(f"{path.name}/config.json is not valid JSON.")
     weights = sorted(path.glob("*.safetensors"))

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import jinja2
 
 from common.errors import NotFoundError, TemplateError
+from common.model_files import gguf_files, gguf_metadata
 from common.paths import safe_child
 from common.template_sandbox import (
     MAX_TEXT_CHARS,
@@ -156,4 +157,8 @@ def find_model_template(
         text = _from_json_field(source, None)
         if text:
             return ChatTemplate.from_string(text, name=model_dir.name)
+    for gguf in gguf_files(model_dir):  # a GGUF file carries its template in its metadata
+        stored = gguf_metadata(gguf).get("tokenizer.chat_template")
+        if isinstance(stored, str) and stored:
+            return ChatTemplate.from_string(stored, name=model_dir.name)
     return None

