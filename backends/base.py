@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from common.errors import UnavailableError, UnsupportedError
 from common.sampling import SamplingParams
@@ -267,6 +267,32 @@ class Engine(abc.ABC):
 
     def extra_info(self) -> dict[str, Any]:
         return {}
+
+
+class ModelView(Protocol):
+    """What request planning asks of a loaded model: an :class:`Engine` has it, and so has the
+    lease a route holds on one (``common.model.Lease``), which is all a route sees."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def special_tokens(self) -> SpecialTokens: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]: ...
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str: ...
+
+    def token_piece(self, token_id: int) -> str: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]: ...
 
 
 class LoraEngine(Engine):

@@ -23,11 +23,13 @@ from loguru import logger
 from backends.base import (
     DraftOptions,
     Engine,
+    EngineInfo,
     GenerationChunk,
     GenerationRequest,
     LoadOptions,
     LoadProgress,
     LoraEngine,
+    SpecialTokens,
 )
 from backends.registry import choose_backend, create_engine
 from common.admission import Admission
@@ -36,6 +38,7 @@ from common.errors import BadRequestError, ServalError, UnavailableError, Unsupp
 from common.loras import LoraChoice, resolve_loras
 from common.metrics import Metrics
 from common.model_files import check_model_folder, resolve_model_folder
+from common.sampling import SamplingParams
 from common.templating import ChatTemplate, find_model_template
 
 LOAD_KEYS = (
@@ -103,10 +106,7 @@ class ModelContainer:
             network.max_concurrent_requests or 1, network.max_queued_requests, network.key_share
         )
         self.metrics.waiting_requests.set_function(lambda: self.admission.waiting)
-        self.metrics.watch_engine(
-            lambda: self.engine.active_jobs if self.engine else 0,
-            lambda: self.engine.queued_jobs if self.engine else 0,
-        )
+        self.metrics.watch_engine(lambda: self.active_jobs, lambda: self.queued_jobs)
         self.engine: Engine | None = None
         self.template: ChatTemplate | None = None
         self.plan: LoadPlan | None = None
@@ -131,6 +131,22 @@ class ModelContainer:
     @property
     def name(self) -> str | None:
         return self.plan.name if self.engine is not None and self.plan else None
+
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None
+
+    def loaded_info(self) -> EngineInfo | None:
+        """What the loaded engine reports about itself; None when no model is loaded."""
+        return self.engine.info() if self.engine is not None else None
+
+    @property
+    def active_jobs(self) -> int:
+        return self.engine.active_jobs if self.engine is not None else 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return self.engine.queued_jobs if self.engine is not None else 0
 
     def plan_load(
         self, name: str, request: dict[str, Any] | None = None, draft: dict[str, Any] | None = None
@@ -449,6 +465,10 @@ class Lease:
     """One request's hold on the loaded engine (and, with ``slot`` naming its owner, on a
     generation slot); its jobs are counted in the metrics.
 
+    It is all a route sees of the model: tokenizing, the special tokens, the context length,
+    the backend's name and the sampler settings it cannot apply are asked of the lease, which
+    passes them on to the engine it holds (endpoints never name the engine).
+
     ``completion_tokens`` counts what its jobs produced: a finished job's own count, and for a
     job that was cancelled, aborted or left by its client, the tokens handed on before it ended.
     """
@@ -457,13 +477,48 @@ class Lease:
         self, container: ModelContainer, engine: Engine, name: str, path: Path, slot: str | None
     ) -> None:
         self._container = container
-        self.engine = engine
+        self._engine = engine
         self.name = name
         self.path = path
         self.template = container.template
         self.completion_tokens = 0
         self._slot = slot
         self._released = False
+
+    @property
+    def backend(self) -> str:
+        return self._engine.backend
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        return self._engine.special_tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return self._engine.vocab_size
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens one sequence (prompt and answer) may have."""
+        return self._engine.info().max_seq_len
+
+    def info(self) -> EngineInfo:
+        return self._engine.info()
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]:
+        """Blocking: request text goes through :func:`common.tokenizing.encode_text`."""
+        return self._engine.encode(text, add_bos, encode_special)
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str:
+        return self._engine.decode(ids, decode_special)
+
+    def token_piece(self, token_id: int) -> str:
+        return self._engine.token_piece(token_id)
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        return self._engine.unsupported_params(params)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         metrics = self._container.metrics
@@ -472,7 +527,7 @@ class Lease:
         if self._slot is not None:
             request = replace(request, owner=self._slot)
         try:
-            async for chunk in self.engine.generate(request):
+            async for chunk in self._engine.generate(request):
                 if chunk.stats is not None:
                     finished = True
                     metrics.job_finished(

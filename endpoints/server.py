@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         for pending in list(state.background_tasks):
             pending.cancel()
-        if state.container.engine is not None:
+        if state.container.loaded:
             await state.container.unload()
         state.embeddings.close()
 

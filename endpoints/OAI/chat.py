@@ -129,7 +129,7 @@ class ChatPlan:
 
     def __init__(self, body: ChatCompletionRequest, lease: Lease) -> None:
         self.body = body
-        self.engine = lease.engine
+        self.backend = lease.backend
         self.model = lease.name
         self.id = new_id("chatcmpl")
         self.created = now()
@@ -148,7 +148,6 @@ async def plan_chat_jobs(
 ) -> list[GenerationRequest]:
     """Render, tokenize and constrain the chat; one job per choice (``n``)."""
     body = plan.body
-    engine = lease.engine
     if lease.template is None:
         raise BadRequestError(
             "The loaded model has no chat template; set one with POST /v1/template/switch "
@@ -156,27 +155,27 @@ async def plan_chat_jobs(
             code="no_chat_template",
         )
     params = resolve(body, state.overrides.preset)
-    check_limits(params, engine, state.config.limits)
+    check_limits(params, lease, state.config.limits)
     tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     chat = _chat_prompt(body, state, tool_request, fmt)
     text_chars = sum(len(message.get("content") or "") for message in chat.messages)
-    check_chars_fit(text_chars, engine, state.config.limits, param="messages", what="chat")
+    check_chars_fit(text_chars, lease, state.config.limits, param="messages", what="chat")
     prompt = await render_prompt(
         lease.template,
         chat,
-        engine.special_tokens,
+        lease.special_tokens,
         state.config.limits.template_timeout,
     )
     ids = await encode_text(
-        engine,
+        lease,
         prompt,
         state.config.limits,
-        add_bos=add_bos_for(prompt, engine.special_tokens),
+        add_bos=add_bos_for(prompt, lease.special_tokens),
         param="messages",
         what="chat prompt (as the template rendered it)",
     )
-    check_prompt_ids(ids, engine, param="messages")
+    check_prompt_ids(ids, lease, param="messages")
     plan.prompt_tokens = len(ids)
     plan.output = output_plan(prompt, state.config.model, tool_request, fmt)
     constraints = Constraints(
@@ -189,7 +188,7 @@ async def plan_chat_jobs(
         generation_controls,
         plan.output,
         constraints,
-        engine,
+        lease,
         _budget_tokens(body, state),
         bounds=constraints.bounds,
     )
@@ -197,7 +196,7 @@ async def plan_chat_jobs(
         plan.runner = BudgetedRunner(lease, budget)
     return [
         build_request(
-            engine,
+            lease,
             f"{request_id}-{choice}",
             ids,
             seeded(params, choice),
@@ -231,7 +230,7 @@ def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionRe
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.backend),
         choices=choices,
         usage=usage_of(completions, plan.prompt_tokens),
     )
@@ -244,7 +243,7 @@ def _chunk(
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.backend),
         choices=choices,
         usage=usage,
     )

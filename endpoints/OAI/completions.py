@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from backends.base import Engine, GenerationRequest
+from backends.base import GenerationRequest
 from common.config import LimitsConfig
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import (
@@ -58,13 +58,13 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
 
 
 async def _prompt_ids(
-    engine: Engine, prompt: str | list[int], params: SamplingParams, limits: LimitsConfig
+    lease: Lease, prompt: str | list[int], params: SamplingParams, limits: LimitsConfig
 ) -> list[int]:
     if isinstance(prompt, str):
-        ids = await encode_text(engine, prompt, limits, add_bos=params.add_bos_token)
+        ids = await encode_text(lease, prompt, limits, add_bos=params.add_bos_token)
     else:
         ids = list(prompt)
-    check_prompt_ids(ids, engine)
+    check_prompt_ids(ids, lease)
     return ids
 
 
@@ -72,9 +72,8 @@ class _Plan:
     """The jobs of one completion request and what the answer needs to know about them."""
 
     def __init__(self, body: CompletionRequest, lease: Lease, state: ServerState) -> None:
-        engine = lease.engine
         params = resolve(body, state.overrides.preset)
-        check_limits(params, engine, state.config.limits)
+        check_limits(params, lease, state.config.limits)
         self.grammar_args = (
             schema_of(body.response_format) or params.json_schema,
             params.regex_pattern,
@@ -82,11 +81,11 @@ class _Plan:
         )
         self.grammar_bounds = GrammarBounds.from_limits(state.config.limits)
         self.body = body
-        self.engine = engine
+        self.lease = lease
         self.model = lease.name
         self.prompt_ids: list[list[int]] = []  # tokenized by jobs(), off the event loop
         self.prompt_texts = [
-            p if isinstance(p, str) else engine.decode(list(p)) for p in body.prompts()
+            p if isinstance(p, str) else lease.decode(list(p)) for p in body.prompts()
         ]
         self.params = params
         self.id = new_id("cmpl")
@@ -95,7 +94,7 @@ class _Plan:
     async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
         limits = state.config.limits
         self.prompt_ids = [
-            await _prompt_ids(self.engine, p, self.params, limits) for p in self.body.prompts()
+            await _prompt_ids(self.lease, p, self.params, limits) for p in self.body.prompts()
         ]
         grammar = await compile_grammar(
             build_grammar, *self.grammar_args, self.grammar_bounds, bounds=self.grammar_bounds
@@ -106,7 +105,7 @@ class _Plan:
             for choice in range(body.n):
                 jobs.append(
                     build_request(
-                        self.engine,
+                        self.lease,
                         f"{request_id}-{prompt_index * body.n + choice}",
                         ids,
                         seeded(self.params, choice),
@@ -133,7 +132,7 @@ class _Plan:
         if self.body.echo and completion.prompt_logprobs is not None:
             prompt_ids = self.prompt_ids[self.prompt_of(index)]
             records = list(completion.prompt_logprobs) + records
-        return legacy_logprobs(records, self.engine.token_piece, prompt_ids, offset)
+        return legacy_logprobs(records, self.lease.token_piece, prompt_ids, offset)
 
     @property
     def prompt_tokens(self) -> int:
@@ -155,7 +154,7 @@ def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.lease.backend),
         choices=choices,
         usage=usage_of(completions, plan.prompt_tokens),
     )
@@ -173,7 +172,7 @@ async def _stream(
         "object": "text_completion",
         "created": plan.created,
         "model": plan.model,
-        "system_fingerprint": fingerprint(plan.engine.backend),
+        "system_fingerprint": fingerprint(plan.lease.backend),
     }
     try:
         async for index, chunk in merge_streams(lease, jobs):

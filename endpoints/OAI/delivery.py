@@ -29,7 +29,7 @@ async def deliver(
     """Run ``jobs`` and answer. The lease is released when the answer (or stream) is done;
     ``streamed`` must release it itself, in its ``finally``."""
     request.state.lease = lease  # the request's log line reports the tokens it made
-    headers = unsupported_report(lease.engine, jobs[0].params, request.state.request_id)
+    headers = unsupported_report(lease, jobs[0].params, request.state.request_id)
     if stream and not state.config.developer.disable_request_streaming:
         network = state.config.network
         return sse_response(
