@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
+from backends.sampling import SamplingParams
 from common.errors import UnavailableError, UnsupportedError
-from common.sampling import SamplingParams
 
 FinishReason = Literal["stop", "length"]
 DraftMode = Literal["model", "ngram"]

@@ -21,9 +21,9 @@ from backends.base import (
     ModelView,
     TokenLogprob,
 )
+from backends.sampling import SamplingParams
 from common.config import LimitsConfig
 from common.errors import BadRequestError, ContextLengthError
-from common.sampling import SamplingParams
 
 
 class JobRunner(Protocol):

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 
 from backends.base import GenerationRequest
+from backends.sampling import SamplingParams
 from common.errors import BadRequestError
 from common.generation import (
     build_request,
@@ -23,7 +24,7 @@ from common.generation import (
 )
 from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
-from common.sampling import SamplingParams, resolve
+from common.sampling import resolve
 from common.tokenizing import encode_text, keep_end
 from endpoints.Kobold.jobs import Update
 from endpoints.Kobold.types.generation import (

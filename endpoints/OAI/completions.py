@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
+from backends.sampling import SamplingParams
 from common.config import LimitsConfig
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import (
@@ -20,7 +21,7 @@ from common.generation import (
 )
 from common.grammar import GrammarBounds, build_grammar, compile_grammar
 from common.model import Lease
-from common.sampling import SamplingParams, resolve
+from common.sampling import resolve
 from common.tokenizing import encode_text
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.delivery import deliver
