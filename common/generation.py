@@ -94,17 +94,26 @@ def _check_a_token_is_left(params: SamplingParams, vocab: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job reports and what constrains it, beside its prompt and sampler settings."""
+
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    grammar: GrammarSpec | None = None
+    generate_nothing: bool = False  # echo with max_tokens 0: the prompt's logprobs only
+
+
+PLAIN_JOB = JobOptions()
+
+
 def build_request(
     model: ModelView,
     request_id: str,
     prompt_ids: list[int],
     params: SamplingParams,
     limits: LimitsConfig,
-    *,
-    logprobs: int | None = None,
-    prompt_logprobs: bool = False,
-    grammar: GrammarSpec | None = None,
-    generate_nothing: bool = False,
+    options: JobOptions = PLAIN_JOB,
 ) -> GenerationRequest:
     """A job for ``model``: the prompt must fit, ``max_tokens`` is clamped to what is left."""
     max_seq_len = model.info().max_seq_len
@@ -124,7 +133,7 @@ def build_request(
     wanted = params.max_tokens or room
     if limits.max_tokens:
         wanted = min(wanted, limits.max_tokens)
-    max_new = 0 if generate_nothing else min(wanted, room)
+    max_new = 0 if options.generate_nothing else min(wanted, room)
     stop_ids = {s for s in params.stop if isinstance(s, int)}
     stop_ids |= set(model.special_tokens.eos_ids)
     return GenerationRequest(
@@ -134,9 +143,9 @@ def build_request(
         max_new_tokens=max_new,
         stop_strings=tuple(s for s in params.stop if isinstance(s, str)),
         stop_token_ids=frozenset(stop_ids),
-        logprobs=logprobs,
-        prompt_logprobs=prompt_logprobs,
-        grammar=grammar,
+        logprobs=options.logprobs,
+        prompt_logprobs=options.prompt_logprobs,
+        grammar=options.grammar,
     )
 
 

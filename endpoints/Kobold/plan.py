@@ -2,7 +2,7 @@
 
 Kobold's own settings are turned into the shared sampler settings, the prompt (after the
 optional ``memory``) is cut from the left to fit ``max_context_length`` as KoboldCpp does, and
-the jobs are built by ``common/generation.py`` like every other API's.
+the jobs are built by ``common/jobs.py`` like every other API's.
 """
 
 from __future__ import annotations
@@ -14,17 +14,9 @@ from dataclasses import replace
 from backends.base import GenerationRequest
 from backends.sampling import SamplingParams
 from common.errors import BadRequestError
-from common.generation import (
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-    unsupported_report,
-)
-from common.grammar import GrammarBounds, build_grammar, compile_grammar
+from common.generation import JobOptions, check_prompt_ids, merge_streams, unsupported_report
+from common.jobs import jobs_for, request_grammar, sampling
 from common.model import Lease
-from common.sampling import resolve
 from common.tokenizing import encode_text, keep_end
 from endpoints.Kobold.jobs import Update
 from endpoints.Kobold.types.generation import (
@@ -92,8 +84,7 @@ class KoboldPlan:
             raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
         if stream and body.n > 1:
             raise BadRequestError("A stream carries one text: n must be 1.", param="n")
-        params = kobold_params(body, resolve(body, state.overrides.preset))
-        check_limits(params, lease, limits)
+        params = kobold_params(body, sampling(body, state.overrides.preset, lease, limits))
         budget, length = generation_budget(
             body.max_context_length,
             lease.context_length,
@@ -132,28 +123,19 @@ class KoboldPlan:
 
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
         self.prompt_ids = await self._prompt(self.body, self.budget)
-        params = self.params
-        bounds = GrammarBounds.from_limits(self.state.config.limits)
-        grammar = await compile_grammar(
-            build_grammar,
-            params.json_schema,
-            params.regex_pattern,
-            params.grammar_string,
-            bounds,
-            bounds=bounds,
-        )
-        return [
-            build_request(
-                self.lease,
-                f"{request_id}-{index}",
-                self.prompt_ids,
-                seeded(params, index),
-                self.state.config.limits,
+        limits = self.state.config.limits
+        return jobs_for(
+            self.lease,
+            request_id,
+            [self.prompt_ids],
+            self.body.n,
+            self.params,
+            limits,
+            JobOptions(
                 logprobs=KOBOLD_TOP_LOGPROBS if self.body.logprobs else None,
-                grammar=grammar,
-            )
-            for index in range(self.body.n)
-        ]
+                grammar=await request_grammar(self.params, limits),
+            ),
+        )
 
     async def chunks(self, jobs: list[GenerationRequest]) -> AsyncGenerator[Update]:
         """The jobs' chunks; without ``trim_stop`` the stop sequence that ended a text stays."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,27 +13,18 @@ from common.chat import ChatPrompt, add_bos_for, check_message_count, render_pro
 from common.chat_output import ChatOutput
 from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
-from common.generation import (
-    Completion,
-    JobRunner,
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-)
+from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.grammar import GrammarBounds, compile_grammar
+from common.jobs import jobs_for, prompt_ids, sampling
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
-from common.sampling import resolve
-from common.tokenizing import check_chars_fit, encode_text
+from common.tokenizing import check_chars_fit
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
-from endpoints.OAI.delivery import deliver
-from endpoints.OAI.inline import lease_for
+from endpoints.OAI.delivery import serve
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
     ChatChoice,
@@ -154,8 +146,7 @@ async def plan_chat_jobs(
             "or model.prompt_template.",
             code="no_chat_template",
         )
-    params = resolve(body, state.overrides.preset)
-    check_limits(params, lease, state.config.limits)
+    params = sampling(body, state.overrides.preset, lease, state.config.limits)
     tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     chat = _chat_prompt(body, state, tool_request, fmt)
@@ -167,7 +158,7 @@ async def plan_chat_jobs(
         lease.special_tokens,
         state.config.limits.template_timeout,
     )
-    ids = await encode_text(
+    ids = await prompt_ids(
         lease,
         prompt,
         state.config.limits,
@@ -175,7 +166,6 @@ async def plan_chat_jobs(
         param="messages",
         what="chat prompt (as the template rendered it)",
     )
-    check_prompt_ids(ids, lease, param="messages")
     plan.prompt_tokens = len(ids)
     plan.output = output_plan(prompt, state.config.model, tool_request, fmt)
     constraints = Constraints(
@@ -194,18 +184,39 @@ async def plan_chat_jobs(
     )
     if budget is not None:
         plan.runner = BudgetedRunner(lease, budget)
-    return [
-        build_request(
-            lease,
-            f"{request_id}-{choice}",
-            ids,
-            seeded(params, choice),
-            state.config.limits,
-            logprobs=plan.logprobs,
-            grammar=grammar,
-        )
-        for choice in range(body.n)
-    ]
+    return jobs_for(
+        lease,
+        request_id,
+        [ids],
+        body.n,
+        params,
+        state.config.limits,
+        JobOptions(logprobs=plan.logprobs, grammar=grammar),
+    )
+
+
+class _ChatAnswer:
+    """A chat request's :class:`ChatPlan` as the answer the delivery step makes."""
+
+    def __init__(self, plan: ChatPlan, lease: Lease, state: ServerState) -> None:
+        self.plan, self.lease, self.state = plan, lease, state
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.plan.prompt_tokens
+
+    @property
+    def runner(self) -> JobRunner:
+        return self.plan.runner
+
+    async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        return await plan_chat_jobs(self.plan, self.lease, self.state, request_id)
+
+    def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[ChatCompletionChunk]:
+        return _stream(self.plan, jobs)
+
+    def answered(self, completions: list[Completion]) -> ChatCompletionResponse:
+        return _response(self.plan, completions)
 
 
 def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionResponse:
@@ -250,22 +261,22 @@ def _chunk(
 
 
 async def _stream(
-    plan: ChatPlan, jobs: list[GenerationRequest], lease: Lease
+    plan: ChatPlan, jobs: list[GenerationRequest]
 ) -> AsyncIterator[ChatCompletionChunk]:
     body = plan.body
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     results = [Completion() for _ in jobs]
     parsers = [plan.output.parser() for _ in jobs]
     called = [False] * len(jobs)
-    try:
-        yield _chunk(
-            plan,
-            [
-                ChatStreamChoice(index=i, delta=ChatDelta(role="assistant", content=""))
-                for i in range(len(jobs))
-            ],
-        )
-        async for index, chunk in merge_streams(plan.runner, jobs):
+    yield _chunk(
+        plan,
+        [
+            ChatStreamChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+            for i in range(len(jobs))
+        ],
+    )
+    async with contextlib.aclosing(merge_streams(plan.runner, jobs)) as merged:
+        async for index, chunk in merged:
             results[index].add(chunk)
             done = chunk.finish_reason is not None
             output = parsers[index].feed(chunk.text, final=done)
@@ -287,10 +298,8 @@ async def _stream(
                     )
                 ],
             )
-        if include_usage:
-            yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
-    finally:
-        lease.release()
+    if include_usage:
+        yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
 
 
 @router.post(
@@ -304,22 +313,11 @@ async def create_chat_completion(
 ) -> Any:
     state = get_state(request)
     _check_request(body, state)
-    lease = await lease_for(body.model, request, state)
-    try:
-        plan = ChatPlan(body, lease)
-        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    return await deliver(
+    return await serve(
         request,
         response,
         state,
-        lease,
-        jobs,
+        body.model,
+        lambda lease: _ChatAnswer(ChatPlan(body, lease), lease, state),
         stream=body.stream,
-        streamed=lambda: _stream(plan, jobs, lease),
-        answered=lambda completions: _response(plan, completions),
-        runner=plan.runner,
     )

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
-from backends.sampling import SamplingParams
-from common.config import LimitsConfig
 from common.errors import BadRequestError, UnsupportedError
-from common.generation import (
-    Completion,
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-)
-from common.grammar import GrammarBounds, build_grammar, compile_grammar
+from common.generation import Completion, JobOptions, JobRunner, merge_streams
+from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
-from common.sampling import resolve
-from common.tokenizing import encode_text
 from endpoints.dependencies import get_state, require_api
-from endpoints.OAI.delivery import deliver
-from endpoints.OAI.inline import lease_for
+from endpoints.OAI.delivery import serve
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
 from endpoints.OAI.types.completion import (
@@ -58,66 +47,49 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
         )
 
 
-async def _prompt_ids(
-    lease: Lease, prompt: str | list[int], params: SamplingParams, limits: LimitsConfig
-) -> list[int]:
-    if isinstance(prompt, str):
-        ids = await encode_text(lease, prompt, limits, add_bos=params.add_bos_token)
-    else:
-        ids = list(prompt)
-    check_prompt_ids(ids, lease)
-    return ids
-
-
-class _Plan:
-    """The jobs of one completion request and what the answer needs to know about them."""
+class _CompletionAnswer:
+    """The jobs of one completion request and the answer made of them (see ``delivery.Answer``)."""
 
     def __init__(self, body: CompletionRequest, lease: Lease, state: ServerState) -> None:
-        params = resolve(body, state.overrides.preset)
-        check_limits(params, lease, state.config.limits)
-        self.grammar_args = (
-            schema_of(body.response_format) or params.json_schema,
-            params.regex_pattern,
-            params.grammar_string,
-        )
-        self.grammar_bounds = GrammarBounds.from_limits(state.config.limits)
+        self.limits = state.config.limits
+        self.params = sampling(body, state.overrides.preset, lease, self.limits)
         self.body = body
         self.lease = lease
+        self.runner: JobRunner = lease
         self.model = lease.name
         self.prompt_ids: list[list[int]] = []  # tokenized by jobs(), off the event loop
         self.prompt_texts = [
             p if isinstance(p, str) else lease.decode(list(p)) for p in body.prompts()
         ]
-        self.params = params
         self.id = new_id("cmpl")
         self.created = now()
 
-    async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
-        limits = state.config.limits
+    async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        body, add_bos = self.body, self.params.add_bos_token
         self.prompt_ids = [
-            await _prompt_ids(self.lease, p, self.params, limits) for p in self.body.prompts()
+            await prompt_ids(self.lease, p, self.limits, add_bos=add_bos) for p in body.prompts()
         ]
-        grammar = await compile_grammar(
-            build_grammar, *self.grammar_args, self.grammar_bounds, bounds=self.grammar_bounds
+        grammar = await request_grammar(self.params, self.limits, schema_of(body.response_format))
+        return jobs_for(
+            self.lease,
+            request_id,
+            self.prompt_ids,
+            body.n,
+            self.params,
+            self.limits,
+            JobOptions(
+                logprobs=body.logprobs,
+                prompt_logprobs=body.echo and body.logprobs is not None,
+                grammar=grammar,
+                generate_nothing=body.echo and body.max_tokens == 0,
+            ),
         )
-        body = self.body
-        jobs = []
-        for prompt_index, ids in enumerate(self.prompt_ids):
-            for choice in range(body.n):
-                jobs.append(
-                    build_request(
-                        self.lease,
-                        f"{request_id}-{prompt_index * body.n + choice}",
-                        ids,
-                        seeded(self.params, choice),
-                        state.config.limits,
-                        logprobs=body.logprobs,
-                        prompt_logprobs=body.echo and body.logprobs is not None,
-                        grammar=grammar,
-                        generate_nothing=body.echo and body.max_tokens == 0,
-                    )
-                )
-        return jobs
+
+    def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[dict[str, Any]]:
+        return _stream(self, jobs)
+
+    def answered(self, completions: list[Completion]) -> CompletionResponse:
+        return _response(self, completions)
 
     def prompt_of(self, index: int) -> int:
         return index // self.body.n
@@ -140,7 +112,7 @@ class _Plan:
         return sum(len(ids) for ids in self.prompt_ids)
 
 
-def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
+def _response(plan: _CompletionAnswer, completions: list[Completion]) -> CompletionResponse:
     choices = [
         CompletionChoice(
             index=index,
@@ -162,7 +134,7 @@ def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
 
 
 async def _stream(
-    plan: _Plan, jobs: list[GenerationRequest], lease: Lease
+    plan: _CompletionAnswer, jobs: list[GenerationRequest]
 ) -> AsyncIterator[dict[str, Any]]:
     include_usage = bool(plan.body.stream_options and plan.body.stream_options.include_usage)
     started = [False] * len(jobs)
@@ -175,8 +147,8 @@ async def _stream(
         "model": plan.model,
         "system_fingerprint": fingerprint(plan.lease.backend),
     }
-    try:
-        async for index, chunk in merge_streams(lease, jobs):
+    async with contextlib.aclosing(merge_streams(plan.runner, jobs)) as merged:
+        async for index, chunk in merged:
             results[index].add(chunk)
             text = chunk.text
             piece = Completion(logprobs=chunk.logprobs or [], prompt_logprobs=chunk.prompt_logprobs)
@@ -196,11 +168,9 @@ async def _stream(
             if chunk.finish_reason is not None:
                 choice["stop_reason"] = chunk.stop_reason
             yield {**header, "choices": [choice]}
-        if include_usage:
-            usage = usage_of(results, plan.prompt_tokens)
-            yield {**header, "choices": [], "usage": usage.model_dump()}
-    finally:
-        lease.release()
+    if include_usage:
+        usage = usage_of(results, plan.prompt_tokens)
+        yield {**header, "choices": [], "usage": usage.model_dump()}
 
 
 @router.post(
@@ -212,21 +182,11 @@ async def _stream(
 async def create_completion(body: CompletionRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
     _check_request(body, state)
-    lease = await lease_for(body.model, request, state)
-    try:
-        plan = _Plan(body, lease, state)
-        jobs = await plan.jobs(state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    return await deliver(
+    return await serve(
         request,
         response,
         state,
-        lease,
-        jobs,
+        body.model,
+        lambda lease: _CompletionAnswer(body, lease, state),
         stream=body.stream,
-        streamed=lambda: _stream(plan, jobs, lease),
-        answered=lambda completions: _response(plan, completions),
     )
