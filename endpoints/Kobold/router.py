@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from common.errors import AuthenticationError, ServalError, UnsupportedError
 from common.generation import Completion
+from common.jobs import log_jobs
 from common.model import Lease
 from common.tokenizing import encode_text
 from endpoints.dependencies import caller_key, get_state, require_api, share_owner
@@ -107,6 +108,7 @@ async def _start(
         plan = KoboldPlan(body, lease, state, stream)
         jobs = await plan.jobs(request_id)
         genkey = body.genkey or request_id
+        await log_jobs(jobs, lease, state.config.logging, request_id)
         job = _jobs(request).open(_owner(request), genkey, body.n, stream, body.logprobs)
     except BaseException:
         lease.release()
