@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from backends.sampling import SamplingParams
 from common.errors import UnavailableError, UnsupportedError
@@ -264,9 +264,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def cancel_all(self) -> None:
         """Cancel every running and queued job."""
-
-    def extra_info(self) -> dict[str, Any]:
-        return {}
 
 
 class ModelView(Protocol):
