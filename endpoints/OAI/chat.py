@@ -314,10 +314,5 @@ async def create_chat_completion(
     state = get_state(request)
     _check_request(body, state)
     return await serve(
-        request,
-        response,
-        state,
-        body.model,
-        lambda lease: _ChatAnswer(ChatPlan(body, lease), lease, state),
-        stream=body.stream,
+        request, response, body, lambda lease: _ChatAnswer(ChatPlan(body, lease), lease, state)
     )

@@ -182,11 +182,4 @@ async def _stream(
 async def create_completion(body: CompletionRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
     _check_request(body, state)
-    return await serve(
-        request,
-        response,
-        state,
-        body.model,
-        lambda lease: _CompletionAnswer(body, lease, state),
-        stream=body.stream,
-    )
+    return await serve(request, response, body, lambda lease: _CompletionAnswer(body, lease, state))

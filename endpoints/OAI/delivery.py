@@ -12,6 +12,7 @@ from backends.base import GenerationRequest
 from common.generation import Completion, JobRunner, collect_all, unsupported_report
 from common.jobs import log_jobs
 from common.model import Lease
+from endpoints.dependencies import get_state
 from endpoints.OAI.inline import lease_for
 from endpoints.state import ServerState
 from endpoints.streaming import cancel_on_disconnect, sse_response
@@ -35,19 +36,27 @@ class Answer(Protocol):
     def answered(self, completions: list[Completion]) -> Any: ...
 
 
+class GenerationBody(Protocol):
+    """What delivery reads of a request body: the model it names, and whether it streams."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+
 async def serve(
     request: Request,
     response: Response,
-    state: ServerState,
-    model: str | None,
+    body: GenerationBody,
     answer_for: Callable[[Lease], Answer],
-    *,
-    stream: bool,
 ) -> Any:
-    """A generation route's whole body after its own checks: a lease on the model the request
-    names (``model``), the answer planned on it, then :func:`deliver`. The lease is given back
-    on every path: a planning error, the end of the answer, a client that left."""
-    lease = await lease_for(model, request, state)
+    """A generation route's whole body after its own checks: a lease on the model ``body``
+    names, the answer planned on it, then :func:`deliver`. The lease is given back on every
+    path: a planning error, the end of the answer, a client that left."""
+    state = get_state(request)
+    lease = await lease_for(body.model, request, state)
     try:
         answer = answer_for(lease)
         jobs = await answer.jobs(request.state.request_id)
@@ -61,7 +70,7 @@ async def serve(
         state,
         lease,
         jobs,
-        stream=stream,
+        stream=body.stream,
         streamed=lambda: answer.streamed(jobs),
         answered=answer.answered,
         runner=answer.runner,
