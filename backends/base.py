@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, TypeVar
 
 from backends.sampling import SamplingParams
 from common.errors import UnavailableError, UnsupportedError
 
+T = TypeVar("T")
 FinishReason = Literal["stop", "length"]
 DraftMode = Literal["model", "ngram"]
 
@@ -159,6 +161,13 @@ class GenerationChunk:
 
 
 Outbox = asyncio.Queue["GenerationChunk | BaseException"]
+
+
+def put_threadsafe(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[T], item: T) -> None:
+    """Hand ``item`` to ``queue`` on ``loop`` from a worker thread; once the loop has closed,
+    nobody is listening and the item is dropped."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(queue.put_nowait, item)
 
 
 async def read_outbox(outbox: Outbox) -> AsyncIterator[GenerationChunk]:

@@ -17,7 +17,6 @@ ever waits on an ``asyncio.Queue`` that the steps fill.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import queue
 import secrets
@@ -33,7 +32,13 @@ from loguru import logger
 from transformers import DynamicCache
 
 from backends import compute
-from backends.base import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
+from backends.base import (
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    TokenLogprob,
+    put_threadsafe,
+)
 from backends.grammar_threads import allowed_tokens
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
@@ -506,7 +511,6 @@ def emitter(loop: asyncio.AbstractEventLoop, target: asyncio.Queue[Any]) -> Emit
     """An :data:`Emit` that hands items to ``target`` on ``loop`` from another thread."""
 
     def emit(item: GenerationChunk | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
-            loop.call_soon_threadsafe(target.put_nowait, item)
+        put_threadsafe(loop, target, item)
 
     return emit
