@@ -101,6 +101,7 @@ def serve(config: ServalConfig) -> int:
     from common.errors import ServalError
     from common.model import ModelContainer
     from common.sampling import load_preset
+    from common.startup import apply_startup_settings
     from endpoints.protocol import with_header_timeout
     from endpoints.server import create_app
     from endpoints.state import ServerState
@@ -135,6 +136,7 @@ def serve(config: ServalConfig) -> int:
             logger.info(line)
         logger.info(f"the whole keys are in {KEYS_FILE.resolve()}: read them there")
     log_engine_availability()
+    apply_startup_settings(config)
     state = ServerState(config=config, auth=Authenticator(store), container=ModelContainer(config))
     if overrides is not None:
         state.overrides.set(overrides)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal, Protocol, TypeVar
 
+from backends.sampling import SamplingParams
 from common.errors import UnavailableError, UnsupportedError
-from common.sampling import SamplingParams
 
+T = TypeVar("T")
 FinishReason = Literal["stop", "length"]
 DraftMode = Literal["model", "ngram"]
 
@@ -161,6 +163,13 @@ class GenerationChunk:
 Outbox = asyncio.Queue["GenerationChunk | BaseException"]
 
 
+def put_threadsafe(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[T], item: T) -> None:
+    """Hand ``item`` to ``queue`` on ``loop`` from a worker thread; once the loop has closed,
+    nobody is listening and the item is dropped."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
 async def read_outbox(outbox: Outbox) -> AsyncIterator[GenerationChunk]:
     """The chunks an engine's worker puts in ``outbox`` for one job, up to the last one; an
     exception put there instead is raised here, in the consumer."""
@@ -265,8 +274,31 @@ class Engine(abc.ABC):
     async def cancel_all(self) -> None:
         """Cancel every running and queued job."""
 
-    def extra_info(self) -> dict[str, Any]:
-        return {}
+
+class ModelView(Protocol):
+    """What request planning asks of a loaded model: an :class:`Engine` has it, and so has the
+    lease a route holds on one (``common.model.Lease``), which is all a route sees."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def special_tokens(self) -> SpecialTokens: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]: ...
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str: ...
+
+    def token_piece(self, token_id: int) -> str: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]: ...
 
 
 class LoraEngine(Engine):

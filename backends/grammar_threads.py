@@ -25,11 +25,14 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import llguidance
 
 from common.errors import GrammarError
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -129,3 +132,22 @@ def build_matcher(tokenizer: llguidance.LLTokenizer, grammar: str) -> llguidance
     if matcher.is_error():
         raise GrammarError(f"The grammar cannot be used: {matcher.get_error()}")
     return matcher
+
+
+def fit_mask(allowed: torch.Tensor, width: int) -> torch.Tensor:
+    """A bool per token of a ``width``-wide logits row: ids past ``allowed`` are not allowed."""
+    import torch
+
+    if allowed.numel() < width:
+        allowed = torch.cat([allowed, torch.zeros(width - allowed.numel(), dtype=torch.bool)])
+    return allowed[:width]
+
+
+def allowed_tokens(matcher: llguidance.LLMatcher, width: int) -> torch.Tensor:
+    """The tokens ``matcher``'s grammar allows next, a bool per token of a ``width``-wide row
+    (llguidance packs them 32 to a word, lowest bit first)."""
+    import torch
+
+    packed = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.uint8)
+    bits = torch.stack([(packed >> i) & 1 for i in range(8)], dim=1).flatten().bool()
+    return fit_mask(bits, width)

@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 from backends import compute  # noqa: E402
 from backends.base import LoadOptions  # noqa: E402
+from backends.sampling import SamplingParams  # noqa: E402
 from backends.transformers.engine import TransformersEngine  # noqa: E402
 from common.config import LimitsConfig  # noqa: E402
 from common.generation import build_request  # noqa: E402
-from common.sampling import SamplingParams  # noqa: E402
 
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 PROMPT = "Once upon a time, in a small village by the sea,"

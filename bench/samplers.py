@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backends.base import GenerationRequest, LoadOptions  # noqa: E402
+from backends.sampling import SamplingParams  # noqa: E402
 from backends.transformers import batch  # noqa: E402
 from backends.transformers.engine import TransformersEngine  # noqa: E402
-from common.sampling import SamplingParams  # noqa: E402
 
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 STORY = (

@@ -114,9 +114,9 @@ class InProcess:
         self.ids = self.engine.encode(prompt, add_bos=add_bos_for(prompt, special))
 
     async def tokens_per_second(self) -> float:
+        from backends.sampling import SamplingParams
         from common.config import LimitsConfig
         from common.generation import build_request
-        from common.sampling import SamplingParams
 
         params = SamplingParams(temperature=0, max_tokens=self.tokens)
         request = build_request(self.engine, "bench", self.ids, params, LimitsConfig())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Engine, GrammarSpec
+from backends.base import GrammarSpec, ModelView
 from common.chat_output import ChatOutputParser
 from common.config import ModelConfig
 from common.errors import GrammarError
@@ -100,7 +100,7 @@ def output_grammar(
 
 
 def _reasoning_budget(
-    plan: OutputPlan, tokens: int, engine: Engine, answer: GrammarSpec | None
+    plan: OutputPlan, tokens: int, model: ModelView, answer: GrammarSpec | None
 ) -> ReasoningBudget:
     reasoning = plan.reasoning
     assert reasoning is not None
@@ -111,13 +111,13 @@ def _reasoning_budget(
         end_tag=reasoning.end,
         starts_inside=reasoning.opened,
         closing_text=closing,
-        closing_ids=tuple(engine.encode(closing, add_bos=False)),
+        closing_ids=tuple(model.encode(closing, add_bos=False)),
         answer_grammar=answer,
     )
 
 
 def generation_controls(
-    plan: OutputPlan, constraints: Constraints, engine: Engine, budget_tokens: int | None
+    plan: OutputPlan, constraints: Constraints, model: ModelView, budget_tokens: int | None
 ) -> tuple[GrammarSpec | None, ReasoningBudget | None]:
     """The grammar of the answer, and the reasoning budget (None: no limit, or no reasoning).
 
@@ -126,10 +126,10 @@ def generation_controls(
     """
 
     def special_id(text: str) -> int | None:
-        return special_token_id(engine, text)
+        return special_token_id(model, text)
 
     grammar = output_grammar(plan, constraints, special_id)
     if plan.reasoning is None or budget_tokens is None:
         return grammar, None
     answer = grammar and output_grammar(plan, constraints, special_id, after_reasoning=True)
-    return grammar, _reasoning_budget(plan, budget_tokens, engine, answer)
+    return grammar, _reasoning_budget(plan, budget_tokens, model, answer)

@@ -321,16 +321,6 @@ def sections() -> dict[str, type[Section]]:
     }
 
 
-def key_index() -> dict[str, str]:
-    """Key name -> section name, for CLI flags (key names are unique across sections)."""
-    index: dict[str, str] = {}
-    for section_name, section in sections().items():
-        for key in section.model_fields:
-            assert key not in index, f"config key {key} appears in two sections"
-            index[key] = section_name
-    return index
-
-
 def is_list_field(section: str, key: str) -> bool:
     annotation = sections()[section].model_fields[key].annotation
     return typing.get_origin(annotation) is list

@@ -14,16 +14,16 @@ from typing import Protocol
 from loguru import logger
 
 from backends.base import (
-    Engine,
     GenerationChunk,
     GenerationRequest,
     GenerationStats,
     GrammarSpec,
+    ModelView,
     TokenLogprob,
 )
+from backends.sampling import SamplingParams
 from common.config import LimitsConfig
 from common.errors import BadRequestError, ContextLengthError
-from common.sampling import SamplingParams
 
 
 class JobRunner(Protocol):
@@ -40,13 +40,13 @@ def _check_ids(ids: Sequence[int], vocab: int, param: str) -> None:
             )
 
 
-def check_prompt_ids(ids: Sequence[int], engine: Engine, param: str = "prompt") -> None:
+def check_prompt_ids(ids: Sequence[int], model: ModelView, param: str = "prompt") -> None:
     if not ids:
         raise BadRequestError("The prompt is empty.", param=param)
-    _check_ids(ids, engine.vocab_size, param)
+    _check_ids(ids, model.vocab_size, param)
 
 
-def check_limits(params: SamplingParams, engine: Engine, limits: LimitsConfig) -> None:
+def check_limits(params: SamplingParams, model: ModelView, limits: LimitsConfig) -> None:
     """Caps from the config and token ids that must exist in the model's vocabulary."""
     if len(params.stop) > limits.max_stop:
         raise BadRequestError(
@@ -61,7 +61,7 @@ def check_limits(params: SamplingParams, engine: Engine, limits: LimitsConfig) -
                     f"{name} entries may be at most {limits.max_stop_length} characters.",
                     param=name,
                 )
-    vocab = engine.vocab_size
+    vocab = model.vocab_size
     _check_ids([s for s in params.stop if isinstance(s, int)], vocab, "stop")
     _check_ids(params.banned_tokens, vocab, "banned_tokens")
     _check_ids(params.allowed_tokens, vocab, "allowed_tokens")
@@ -94,20 +94,29 @@ def _check_a_token_is_left(params: SamplingParams, vocab: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job reports and what constrains it, beside its prompt and sampler settings."""
+
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    grammar: GrammarSpec | None = None
+    generate_nothing: bool = False  # echo with max_tokens 0: the prompt's logprobs only
+
+
+PLAIN_JOB = JobOptions()
+
+
 def build_request(
-    engine: Engine,
+    model: ModelView,
     request_id: str,
     prompt_ids: list[int],
     params: SamplingParams,
     limits: LimitsConfig,
-    *,
-    logprobs: int | None = None,
-    prompt_logprobs: bool = False,
-    grammar: GrammarSpec | None = None,
-    generate_nothing: bool = False,
+    options: JobOptions = PLAIN_JOB,
 ) -> GenerationRequest:
-    """A job for ``engine``: the prompt must fit, ``max_tokens`` is clamped to what is left."""
-    max_seq_len = engine.info().max_seq_len
+    """A job for ``model``: the prompt must fit, ``max_tokens`` is clamped to what is left."""
+    max_seq_len = model.info().max_seq_len
     room = max_seq_len - len(prompt_ids)
     if room < 1:
         raise ContextLengthError(
@@ -124,9 +133,9 @@ def build_request(
     wanted = params.max_tokens or room
     if limits.max_tokens:
         wanted = min(wanted, limits.max_tokens)
-    max_new = 0 if generate_nothing else min(wanted, room)
+    max_new = 0 if options.generate_nothing else min(wanted, room)
     stop_ids = {s for s in params.stop if isinstance(s, int)}
-    stop_ids |= set(engine.special_tokens.eos_ids)
+    stop_ids |= set(model.special_tokens.eos_ids)
     return GenerationRequest(
         request_id=request_id,
         prompt_ids=prompt_ids,
@@ -134,23 +143,23 @@ def build_request(
         max_new_tokens=max_new,
         stop_strings=tuple(s for s in params.stop if isinstance(s, str)),
         stop_token_ids=frozenset(stop_ids),
-        logprobs=logprobs,
-        prompt_logprobs=prompt_logprobs,
-        grammar=grammar,
+        logprobs=options.logprobs,
+        prompt_logprobs=options.prompt_logprobs,
+        grammar=options.grammar,
     )
 
 
 UNSUPPORTED_HEADER = "X-Serval-Unsupported-Params"
 
 
-def unsupported_report(engine: Engine, params: SamplingParams, request_id: str) -> dict[str, str]:
+def unsupported_report(model: ModelView, params: SamplingParams, request_id: str) -> dict[str, str]:
     """Sampler settings the engine cannot apply, and those no engine applies: logged, and a
     response header naming them."""
-    names = [*params.not_applied, *engine.unsupported_params(params)]
+    names = [*params.not_applied, *model.unsupported_params(params)]
     if not names:
         return {}
     logger.warning(
-        f"{request_id[:8]} the {engine.backend} engine does not apply: {', '.join(names)}"
+        f"{request_id[:8]} the {model.backend} engine does not apply: {', '.join(names)}"
     )
     return {UNSUPPORTED_HEADER: ",".join(names)}
 

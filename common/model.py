@@ -15,23 +15,27 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from loguru import logger
+from pydantic import BaseModel, ValidationError
 
 from backends.base import (
     DraftOptions,
     Engine,
+    EngineInfo,
     GenerationChunk,
     GenerationRequest,
     LoadOptions,
     LoadProgress,
     LoraEngine,
+    SpecialTokens,
 )
 from backends.registry import choose_backend, create_engine
+from backends.sampling import SamplingParams
 from common.admission import Admission
-from common.config import ModelConfig, ServalConfig
+from common.config import DraftModelConfig, ModelConfig, ServalConfig
 from common.errors import BadRequestError, ServalError, UnavailableError, UnsupportedError
 from common.loras import LoraChoice, resolve_loras
 from common.metrics import Metrics
@@ -65,6 +69,9 @@ DRAFT_KEYS = (
 )
 
 
+S = TypeVar("S", bound=BaseModel)
+
+
 def _folder_defaults(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``model:`` and ``draft_model:`` sections of a model folder's tabby_config.yml."""
     file = path / "tabby_config.yml"
@@ -79,9 +86,24 @@ def _folder_defaults(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(data.get("model") or {}), dict(data.get("draft_model") or {})
 
 
+def _validated(section: type[S], merged: dict[str, Any], name: str) -> S:
+    """``merged`` checked once against the config model ``section``, whose defaults fill the
+    keys no source set (they are the one place load defaults are written)."""
+    try:
+        return section.model_validate(merged)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise BadRequestError(
+            f"Invalid load setting for {name}: {where}: {problem['msg']}", param=where or None
+        ) from None
+
+
 @dataclass
 class LoadPlan:
-    """Settings for one load, after merging config, request and the folder's own defaults.
+    """Settings for one load, after merging config, request and the folder's own defaults,
+    validated as the config's ``model:`` and ``draft_model:`` sections (only the load keys,
+    :data:`LOAD_KEYS` and :data:`DRAFT_KEYS`, are taken from them).
 
     ``loras`` are applied after the model loads (start-up: ``lora.loras``) and then track the
     LoRAs in use; they do not count when comparing plans.
@@ -89,8 +111,8 @@ class LoadPlan:
 
     name: str
     path: Path
-    settings: dict[str, Any]
-    draft: dict[str, Any] = field(default_factory=dict)
+    settings: ModelConfig = field(default_factory=ModelConfig)
+    draft: DraftModelConfig = field(default_factory=DraftModelConfig)
     loras: tuple[LoraChoice, ...] = field(default=(), compare=False)
 
 
@@ -103,10 +125,7 @@ class ModelContainer:
             network.max_concurrent_requests or 1, network.max_queued_requests, network.key_share
         )
         self.metrics.waiting_requests.set_function(lambda: self.admission.waiting)
-        self.metrics.watch_engine(
-            lambda: self.engine.active_jobs if self.engine else 0,
-            lambda: self.engine.queued_jobs if self.engine else 0,
-        )
+        self.metrics.watch_engine(lambda: self.active_jobs, lambda: self.queued_jobs)
         self.engine: Engine | None = None
         self.template: ChatTemplate | None = None
         self.plan: LoadPlan | None = None
@@ -132,6 +151,22 @@ class ModelContainer:
     def name(self) -> str | None:
         return self.plan.name if self.engine is not None and self.plan else None
 
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None
+
+    def loaded_info(self) -> EngineInfo | None:
+        """What the loaded engine reports about itself; None when no model is loaded."""
+        return self.engine.info() if self.engine is not None else None
+
+    @property
+    def active_jobs(self) -> int:
+        return self.engine.active_jobs if self.engine is not None else 0
+
+    @property
+    def queued_jobs(self) -> int:
+        return self.engine.queued_jobs if self.engine is not None else 0
+
     def plan_load(
         self, name: str, request: dict[str, Any] | None = None, draft: dict[str, Any] | None = None
     ) -> LoadPlan:
@@ -152,16 +187,24 @@ class ModelContainer:
             }
             settings.update({k: v for k, v in request.items() if k in LOAD_KEYS and v is not None})
         folder_model, folder_draft = _folder_defaults(path)
-        settings.update({k: v for k, v in folder_model.items() if k in LOAD_KEYS})
+        settings.update({k: v for k, v in folder_model.items() if k in LOAD_KEYS and v is not None})
         draft_settings = {
             key: getattr(self.config.draft_model, key)
             for key in DRAFT_KEYS
             if request is None or key in model_config.use_as_default
         }
         draft_settings.update({k: v for k, v in (draft or {}).items() if v is not None})
-        draft_settings.update({k: v for k, v in folder_draft.items() if k in DRAFT_KEYS})
+        draft_settings.update(
+            {k: v for k, v in folder_draft.items() if k in DRAFT_KEYS and v is not None}
+        )
         loras = self._startup_loras() if request is None else ()
-        return LoadPlan(name=name, path=path, settings=settings, draft=draft_settings, loras=loras)
+        return LoadPlan(
+            name=name,
+            path=path,
+            settings=_validated(ModelConfig, settings, name),
+            draft=_validated(DraftModelConfig, draft_settings, name),
+            loras=loras,
+        )
 
     def _startup_loras(self) -> tuple[LoraChoice, ...]:
         """``lora.loras`` that exist; the others are reported and left out."""
@@ -179,22 +222,19 @@ class ModelContainer:
 
     def _draft_options(self, plan: LoadPlan) -> DraftOptions | None:
         draft = plan.draft
-        mode = draft.get("draft_mode", "model")
-        if mode == "ngram":
-            return DraftOptions(
-                path=None, mode="ngram", num_tokens=draft.get("draft_num_tokens", 4)
-            )
-        name = draft.get("draft_model_name")
-        if mode == "disabled" or not name:
+        if draft.draft_mode == "ngram":
+            return DraftOptions(path=None, mode="ngram", num_tokens=draft.draft_num_tokens)
+        name = draft.draft_model_name
+        if draft.draft_mode == "disabled" or not name:
             return None
         base = Path(self.config.draft_model.draft_model_dir)
         return DraftOptions(
             path=resolve_model_folder(base, name, what="draft_model_name"),
-            rope_scale=draft.get("draft_rope_scale", 1.0),
-            rope_alpha=draft.get("draft_rope_alpha"),
-            cache_mode=draft.get("draft_cache_mode", "FP16"),
-            gpu_split=tuple(draft.get("draft_gpu_split") or ()),
-            num_tokens=draft.get("draft_num_tokens", 4),
+            rope_scale=draft.draft_rope_scale,
+            rope_alpha=draft.draft_rope_alpha,
+            cache_mode=draft.draft_cache_mode,
+            gpu_split=tuple(draft.draft_gpu_split),
+            num_tokens=draft.draft_num_tokens,
         )
 
     def _options(self, plan: LoadPlan) -> LoadOptions:
@@ -202,18 +242,18 @@ class ModelContainer:
         return LoadOptions(
             path=plan.path,
             name=plan.name,
-            max_seq_len=s.get("max_seq_len"),
-            cache_size=s.get("cache_size"),
-            cache_mode=s.get("cache_mode") or "FP16",
-            max_batch_size=s.get("max_batch_size"),
-            chunk_size=s.get("chunk_size") or 2048,
-            rope_scale=s.get("rope_scale") or 1.0,
-            rope_alpha=s.get("rope_alpha"),
-            gpu_split_auto=s.get("gpu_split_auto", True),
-            autosplit_reserve=tuple(s.get("autosplit_reserve") or (96,)),
-            gpu_split=tuple(s.get("gpu_split") or ()),
-            tensor_parallel=bool(s.get("tensor_parallel")),
-            dtype=s.get("dtype") or "auto",
+            max_seq_len=s.max_seq_len,
+            cache_size=s.cache_size,
+            cache_mode=s.cache_mode,
+            max_batch_size=s.max_batch_size,
+            chunk_size=s.chunk_size,
+            rope_scale=s.rope_scale,
+            rope_alpha=s.rope_alpha,
+            gpu_split_auto=s.gpu_split_auto,
+            autosplit_reserve=tuple(s.autosplit_reserve),
+            gpu_split=tuple(s.gpu_split),
+            tensor_parallel=s.tensor_parallel,
+            dtype=s.dtype,
             draft=self._draft_options(plan),
             owner_share=self.config.network.key_share,
         )
@@ -234,8 +274,8 @@ class ModelContainer:
         cannot be a model or settings the engine cannot do (a draft model on the CPU engine),
         so a load is refused before anything is unloaded."""
         check_model_folder(plan.path)
-        backend = choose_backend(plan.settings.get("backend"), plan.path)
-        template = find_model_template(plan.path, plan.settings.get("prompt_template"))
+        backend = choose_backend(plan.settings.backend, plan.path)
+        template = find_model_template(plan.path, plan.settings.prompt_template)
         return create_engine(backend, self._options(plan)), template
 
     async def _load_locked(self, plan: LoadPlan, skip_queue: bool) -> AsyncIterator[LoadProgress]:
@@ -288,7 +328,7 @@ class ModelContainer:
         logger.info(f"loading {previous.name} again")
         try:
             engine = create_engine(
-                choose_backend(previous.settings.get("backend"), previous.path),
+                choose_backend(previous.settings.backend, previous.path),
                 self._options(previous),
             )
             async for _ in engine.load():
@@ -296,9 +336,7 @@ class ModelContainer:
             previous = replace(previous, loras=await self._apply_loras(engine, previous.loras))
             self.engine, self.plan = engine, previous
             self._size_admission(engine)
-            self.template = find_model_template(
-                previous.path, previous.settings.get("prompt_template")
-            )
+            self.template = find_model_template(previous.path, previous.settings.prompt_template)
         except Exception:
             logger.exception(f"could not load {previous.name} again")
 
@@ -449,6 +487,10 @@ class Lease:
     """One request's hold on the loaded engine (and, with ``slot`` naming its owner, on a
     generation slot); its jobs are counted in the metrics.
 
+    It is all a route sees of the model: tokenizing, the special tokens, the context length,
+    the backend's name and the sampler settings it cannot apply are asked of the lease, which
+    passes them on to the engine it holds (endpoints never name the engine).
+
     ``completion_tokens`` counts what its jobs produced: a finished job's own count, and for a
     job that was cancelled, aborted or left by its client, the tokens handed on before it ended.
     """
@@ -457,13 +499,48 @@ class Lease:
         self, container: ModelContainer, engine: Engine, name: str, path: Path, slot: str | None
     ) -> None:
         self._container = container
-        self.engine = engine
+        self._engine = engine
         self.name = name
         self.path = path
         self.template = container.template
         self.completion_tokens = 0
         self._slot = slot
         self._released = False
+
+    @property
+    def backend(self) -> str:
+        return self._engine.backend
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        return self._engine.special_tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return self._engine.vocab_size
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens one sequence (prompt and answer) may have."""
+        return self._engine.info().max_seq_len
+
+    def info(self) -> EngineInfo:
+        return self._engine.info()
+
+    def encode(
+        self, text: str, add_bos: bool | None = None, encode_special: bool = True
+    ) -> list[int]:
+        """Blocking: request text goes through :func:`common.tokenizing.encode_text`."""
+        return self._engine.encode(text, add_bos, encode_special)
+
+    def decode(self, ids: list[int], decode_special: bool = True) -> str:
+        return self._engine.decode(ids, decode_special)
+
+    def token_piece(self, token_id: int) -> str:
+        return self._engine.token_piece(token_id)
+
+    def unsupported_params(self, params: SamplingParams) -> list[str]:
+        return self._engine.unsupported_params(params)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         metrics = self._container.metrics
@@ -472,7 +549,7 @@ class Lease:
         if self._slot is not None:
             request = replace(request, owner=self._slot)
         try:
-            async for chunk in self.engine.generate(request):
+            async for chunk in self._engine.generate(request):
                 if chunk.stats is not None:
                     finished = True
                     metrics.job_finished(

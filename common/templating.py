@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 import jinja2
 
 from common.errors import NotFoundError, TemplateError
-from common.model_files import gguf_files, gguf_metadata
+from common.model_files import gguf_files, gguf_metadata, read_json
 from common.paths import safe_child
 from common.template_sandbox import (
     MAX_TEXT_CHARS,
@@ -112,14 +111,6 @@ def _from_json_field(value: Any, wanted: str | None) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def list_templates(directory: Path = TEMPLATE_DIR) -> list[str]:
     if not directory.is_dir():
         return []
@@ -138,7 +129,7 @@ def find_model_template(
     model_dir: Path, prompt_template: str | None, directory: Path = TEMPLATE_DIR
 ) -> ChatTemplate | None:
     """The template for a model: the configured one, else the one its folder ships."""
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json")
+    tokenizer_config = read_json(model_dir / "tokenizer_config.json")
     if prompt_template:
         if (directory / f"{prompt_template}.jinja").is_file():
             return load_named_template(prompt_template, directory)
@@ -151,7 +142,7 @@ def find_model_template(
         if path.is_file():
             return ChatTemplate.from_string(path.read_text(encoding="utf-8"), name=model_dir.name)
     for source in (
-        _read_json(model_dir / "chat_template.json").get("chat_template"),
+        read_json(model_dir / "chat_template.json").get("chat_template"),
         tokenizer_config.get("chat_template"),
     ):
         text = _from_json_field(source, None)

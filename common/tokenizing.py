@@ -12,30 +12,30 @@ from __future__ import annotations
 
 import asyncio
 
-from backends.base import Engine
+from backends.base import ModelView
 from common.config import LimitsConfig
 from common.errors import ContextLengthError
 
 
-def most_chars(engine: Engine, limits: LimitsConfig, tokens: int | None = None) -> int:
+def most_chars(model: ModelView, limits: LimitsConfig, tokens: int | None = None) -> int:
     """The longest text (in characters) that could still be ``tokens`` (default: the context)."""
-    return (tokens or engine.info().max_seq_len) * limits.max_chars_per_token
+    return (tokens or model.info().max_seq_len) * limits.max_chars_per_token
 
 
 def check_text_fits(
-    text: str, engine: Engine, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
+    text: str, model: ModelView, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
 ) -> None:
     """Refuse, without tokenizing it, a text too long for the model's context."""
-    check_chars_fit(len(text), engine, limits, param, what)
+    check_chars_fit(len(text), model, limits, param, what)
 
 
 def check_chars_fit(
-    chars: int, engine: Engine, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
+    chars: int, model: ModelView, limits: LimitsConfig, param: str = "prompt", what: str = "prompt"
 ) -> None:
     """Refuse a text of ``chars`` characters too long for the model's context (a chat's
     messages are counted before its template renders them)."""
-    if chars > most_chars(engine, limits):
-        context = engine.info().max_seq_len
+    if chars > most_chars(model, limits):
+        context = model.info().max_seq_len
         raise ContextLengthError(
             f"The {what} has {chars} characters: more than this model's context of {context} "
             f"tokens can hold at up to {limits.max_chars_per_token} characters per token "
@@ -45,7 +45,7 @@ def check_chars_fit(
 
 
 async def encode_text(
-    engine: Engine,
+    model: ModelView,
     text: str,
     limits: LimitsConfig,
     *,
@@ -55,8 +55,8 @@ async def encode_text(
     what: str = "prompt",
 ) -> list[int]:
     """The token ids of ``text``, tokenized in a worker thread once it is known to fit."""
-    check_text_fits(text, engine, limits, param, what)
-    return await asyncio.to_thread(engine.encode, text, add_bos, encode_special)
+    check_text_fits(text, model, limits, param, what)
+    return await asyncio.to_thread(model.encode, text, add_bos, encode_special)
 
 
 def keep_end(text: str, tokens: int, limits: LimitsConfig) -> str:

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id and one log line per request."""
+"""ASGI middleware: a request id and one log line per request (and, with
+``logging.log_requests``, the request itself: method, URL, headers but the keys, and body)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from typing import Any
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.auth import KEY_HEADERS
 from common.metrics import Metrics
+
+LOGGED_BODY_BYTES = 16 << 10  # the most of a request body that log_requests writes
+HIDDEN_HEADERS = frozenset({*KEY_HEADERS, "cookie", "proxy-authorization"})
 
 
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``) and logs it once it ends."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,6 +44,8 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if self.log_requests:
+            receive = _logging_receive(scope, receive, request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -65,3 +73,40 @@ class RequestContextMiddleware:
             logger.debug(line)
         else:
             logger.info(line)
+
+
+def _request_head(scope: Scope, request_id: str) -> str:
+    """The request line and headers, a key header's value replaced by ``<hidden>``."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = scope["path"] + (f"?{query}" if query else "")
+    headers = []
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        value = "<hidden>" if name in HIDDEN_HEADERS else raw_value.decode("latin-1")
+        headers.append(f"{name}: {value}")
+    return f"{request_id[:8]} request {scope['method']} {url} headers: {'; '.join(headers)}"
+
+
+def _logging_receive(scope: Scope, receive: Receive, request_id: str) -> Receive:
+    """``receive`` that logs the request once its body has been read (the first
+    :data:`LOGGED_BODY_BYTES` of it); a request without a body is logged at its first read."""
+    body = bytearray()
+    logged = False
+
+    async def wrapped() -> Message:
+        nonlocal logged
+        message = await receive()
+        if logged:
+            return message
+        if message["type"] == "http.request":
+            room = LOGGED_BODY_BYTES - len(body)
+            if room > 0:
+                body.extend(message.get("body", b"")[:room])
+            if message.get("more_body", False):
+                return message
+        logged = True
+        text = body.decode("utf-8", errors="replace")
+        logger.info(f"{_request_head(scope, request_id)} body: {text}")
+        return message
+
+    return wrapped

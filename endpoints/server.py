@@ -87,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         for pending in list(state.background_tasks):
             pending.cancel()
-        if state.container.engine is not None:
+        if state.container.loaded:
             await state.container.unload()
         state.embeddings.close()
 
@@ -131,6 +131,10 @@ def create_app(state: ServerState, start_model: bool = True) -> FastAPI:
             config.network.max_body_size, config.network.body_timeout, config.limits
         ),
     )
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=state.metrics,
+        log_requests=config.logging.log_requests,
+    )
     install_cors(app, config.network.cors_origins, state.auth.disabled)
     return app

@@ -211,7 +211,7 @@ def load_engine(backend: str, model_dir: Path, **options: Any) -> Any:
 
 def greedy_request(engine: Any, prompt: Sequence[int], tokens: int, **kwargs: Any) -> Any:
     from backends.base import GenerationRequest
-    from common.sampling import SamplingParams
+    from backends.sampling import SamplingParams
 
     return GenerationRequest(
         request_id=kwargs.pop("request_id", "check"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import functools
 import gc
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
@@ -30,6 +29,7 @@ from backends.base import (
     LoadProgress,
     LoraEngine,
     SpecialTokens,
+    put_threadsafe,
     read_outbox,
 )
 from backends.exllama.driver import GeneratorDriver, JobHandle
@@ -80,8 +80,7 @@ class _Sink:
         self.outbox: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
     def _put(self, item: GenerationChunk | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        put_threadsafe(self.loop, self.outbox, item)
 
     def on_result(self, result: dict[str, Any]) -> None:
         chunk = self.reader.read(result)

@@ -4,7 +4,6 @@ the first import of a library that compiles its CUDA extension, announced once."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -15,7 +14,7 @@ from types import ModuleType
 
 from loguru import logger
 
-from backends.base import LoadProgress
+from backends.base import LoadProgress, put_threadsafe
 from common.errors import UnavailableError
 
 Progress = Callable[[int, int], None]
@@ -35,8 +34,7 @@ async def with_progress(
 
     def callback(done: int, total: int) -> None:
         event = LoadProgress(model_type, done, total)
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        put_threadsafe(loop, events, event)
 
     task = asyncio.ensure_future(asyncio.to_thread(work, callback))
     try:

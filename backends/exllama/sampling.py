@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from common.sampling import SamplingParams
+from backends.sampling import SamplingParams
 
 BANNED = float("-inf")
 

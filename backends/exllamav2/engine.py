@@ -20,7 +20,7 @@ from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
-from common.sampling import SamplingParams
+from backends.sampling import SamplingParams
 
 BUILD_MINUTES = 2
 DEFAULT_PAGED_BATCH = 32

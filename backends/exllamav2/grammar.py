@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import llguidance
-import numpy as np
 import torch
 from exllamav2.generator.filters import ExLlamaV2Filter
 from loguru import logger
 
-from backends.grammar_threads import build_matcher
+from backends.grammar_threads import allowed_tokens, build_matcher, fit_mask
 
 
 def make_ll_tokenizer(
@@ -77,10 +76,7 @@ class GrammarFilter(ExLlamaV2Filter):
     def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
         allowed = self.allowed if self.allowed is not None else self._allowed_tokens()
         self.allowed = None
-        width = logits.shape[-1]
-        if allowed.numel() < width:
-            allowed = torch.cat([allowed, torch.zeros(width - allowed.numel(), dtype=torch.bool)])
-        return logits.masked_fill_(~allowed[:width], float("-inf"))
+        return logits.masked_fill_(~fit_mask(allowed, logits.shape[-1]), float("-inf"))
 
     def next(self) -> tuple[list[int], list[int]]:
         """The token-list interface, for samplers that do not take masks."""
@@ -93,5 +89,4 @@ class GrammarFilter(ExLlamaV2Filter):
             allowed = torch.zeros(self.ll_tokenizer.vocab_size, dtype=torch.bool)
             allowed[self.eos_ids] = True
             return allowed
-        packed = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        return torch.from_numpy(np.unpackbits(packed, bitorder="little").astype(np.bool_))
+        return allowed_tokens(self.matcher, self.ll_tokenizer.vocab_size)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from backends.exllama.sampling import penalty_range, token_biases
-from common.sampling import SamplingParams
+from backends.sampling import SamplingParams
 
 # ExLlamaV2's DRY matches n-grams of at most this many tokens, and asserts range > max n-gram.
 DRY_MAX_NGRAM = 20

@@ -20,8 +20,8 @@ from backends.exllama.loading import Progress
 from backends.exllama.sampling import dry_breaker_ids, token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
+from backends.sampling import SamplingParams
 from common.errors import BadRequestError, GrammarError
-from common.sampling import SamplingParams
 
 BUILD_MINUTES = 4.5
 DEFAULT_BATCH = 256

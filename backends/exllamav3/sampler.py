@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.sampling import SamplingParams
+from backends.sampling import SamplingParams
 
 # SS_RepP / SS_PresFreqP take a "sustain" range; this is ExLlamaV3's own "whole context".
 WHOLE_CONTEXT = int(10e7)

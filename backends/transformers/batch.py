@@ -17,7 +17,6 @@ ever waits on an ``asyncio.Queue`` that the steps fill.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import queue
 import secrets
@@ -33,7 +32,14 @@ from loguru import logger
 from transformers import DynamicCache
 
 from backends import compute
-from backends.base import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
+from backends.base import (
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    TokenLogprob,
+    put_threadsafe,
+)
+from backends.grammar_threads import allowed_tokens
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
 from backends.transformers.samplers import (
@@ -488,13 +494,8 @@ class BatchScheduler:
         return False
 
     def _apply_grammar(self, sequence: Sequence, logits: torch.Tensor) -> torch.Tensor:
-        mask_bytes = sequence.matcher.compute_bitmask()
-        allowed = torch.frombuffer(bytearray(mask_bytes), dtype=torch.uint8)
-        bits = torch.stack([(allowed >> i) & 1 for i in range(8)], dim=1).flatten().bool()
-        vocab = logits.shape[-1]
-        if bits.numel() < vocab:
-            bits = torch.cat([bits, torch.zeros(vocab - bits.numel(), dtype=torch.bool)])
-        return logits.masked_fill(~bits[:vocab], float("-inf"))
+        allowed = allowed_tokens(sequence.matcher, logits.shape[-1])
+        return logits.masked_fill(~allowed, float("-inf"))
 
     def _backtrack(self, sequence: Sequence, row: int, tokens_back: int, position: int) -> None:
         """Drop the tokens that formed a banned string and ban the first of them there."""
@@ -560,7 +561,6 @@ def emitter(loop: asyncio.AbstractEventLoop, target: asyncio.Queue[Any]) -> Emit
     """An :data:`Emit` that hands items to ``target`` on ``loop`` from another thread."""
 
     def emit(item: GenerationChunk | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
-            loop.call_soon_threadsafe(target.put_nowait, item)
+        put_threadsafe(loop, target, item)
 
     return emit

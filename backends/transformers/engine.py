@@ -25,6 +25,7 @@ from backends.base import (
     SpecialTokens,
     read_outbox,
 )
+from backends.sampling import SamplingParams
 from backends.transformers.batch import BatchScheduler, emitter
 from backends.transformers.samplers import VocabIndex
 from common.errors import (
@@ -33,7 +34,6 @@ from common.errors import (
     ContextLengthError,
     UnavailableError,
 )
-from common.sampling import SamplingParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.sampling import KOBOLD_SAMPLERS, SamplingParams
+from backends.sampling import KOBOLD_SAMPLERS, SamplingParams
 
 NEG_INF = float("-inf")
 DRY_MAX_MATCH = 50

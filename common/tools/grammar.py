@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from backends.base import Engine, GrammarSpec
+from backends.base import GrammarSpec, ModelView
 from common.grammar import (
     DEFAULT_BOUNDS,
     JSON_OPTIONS,
@@ -44,10 +44,10 @@ JSON_CALL_OPTIONS: JsonCompileOptions = {
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
-def special_token_id(engine: Engine, text: str) -> int | None:
-    """The id of ``text`` when it is one special token of ``engine``'s tokenizer, else None."""
-    ids = engine.encode(text, add_bos=False, encode_special=True)
-    if len(ids) == 1 and not engine.decode(ids, decode_special=False):
+def special_token_id(model: ModelView, text: str) -> int | None:
+    """The id of ``text`` when it is one special token of ``model``'s tokenizer, else None."""
+    ids = model.encode(text, add_bos=False, encode_special=True)
+    if len(ids) == 1 and not model.decode(ids, decode_special=False):
         return ids[0]
     return None
 

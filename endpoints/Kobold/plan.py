@@ -2,7 +2,7 @@
 
 Kobold's own settings are turned into the shared sampler settings, the prompt (after the
 optional ``memory``) is cut from the left to fit ``max_context_length`` as KoboldCpp does, and
-the jobs are built by ``common/generation.py`` like every other API's.
+the jobs are built by ``common/jobs.py`` like every other API's.
 """
 
 from __future__ import annotations
@@ -11,19 +11,12 @@ import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 
-from backends.base import Engine, GenerationRequest
+from backends.base import GenerationRequest
+from backends.sampling import SamplingParams
 from common.errors import BadRequestError
-from common.generation import (
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-    unsupported_report,
-)
-from common.grammar import GrammarBounds, build_grammar, compile_grammar
+from common.generation import JobOptions, check_prompt_ids, merge_streams, unsupported_report
+from common.jobs import jobs_for, request_grammar, sampling
 from common.model import Lease
-from common.sampling import SamplingParams, resolve
 from common.tokenizing import encode_text, keep_end
 from endpoints.Kobold.jobs import Update
 from endpoints.Kobold.types.generation import (
@@ -86,17 +79,15 @@ class KoboldPlan:
     """The prompt, settings and jobs of one Kobold generation request."""
 
     def __init__(self, body: GenerateRequest, lease: Lease, state: ServerState, stream: bool):
-        engine = lease.engine
         limits = state.config.limits
         if body.n > limits.max_n:
             raise BadRequestError(f"n may be at most {limits.max_n}.", param="n")
         if stream and body.n > 1:
             raise BadRequestError("A stream carries one text: n must be 1.", param="n")
-        params = kobold_params(body, resolve(body, state.overrides.preset))
-        check_limits(params, engine, limits)
+        params = kobold_params(body, sampling(body, state.overrides.preset, lease, limits))
         budget, length = generation_budget(
             body.max_context_length,
-            engine.info().max_seq_len,
+            lease.context_length,
             params.max_tokens or DEFAULT_MAX_LENGTH,
         )
         self.params = replace(params, max_tokens=length)
@@ -104,10 +95,9 @@ class KoboldPlan:
         self.prompt_ids: list[int] = []  # tokenized by jobs(), off the event loop
         self.body = body
         self.lease = lease
-        self.engine = engine
         self.state = state
 
-    async def _prompt(self, body: GenerateRequest, engine: Engine, budget: int) -> list[int]:
+    async def _prompt(self, body: GenerateRequest, budget: int) -> list[int]:
         """Memory and prompt tokenized in a worker thread; of text longer than the budget could
         hold only the end is tokenized, as only the end is kept."""
         add_bos = self.params.add_bos_token
@@ -115,46 +105,37 @@ class KoboldPlan:
         memory: list[int] = []
         if body.memory:
             memory = await encode_text(
-                engine, keep_end(body.memory, budget, limits), limits, add_bos=add_bos
+                self.lease, keep_end(body.memory, budget, limits), limits, add_bos=add_bos
             )
         prompt = await encode_text(
-            engine,
+            self.lease,
             keep_end(body.prompt, budget, limits),
             limits,
             add_bos=False if memory else add_bos,
         )
-        ids = fit_prompt(memory, prompt, budget, engine.special_tokens.bos_id)
-        check_prompt_ids(ids, engine)
+        ids = fit_prompt(memory, prompt, budget, self.lease.special_tokens.bos_id)
+        check_prompt_ids(ids, self.lease)
         return ids
 
     def unsupported(self, request_id: str) -> dict[str, str]:
         """Settings the engine cannot apply: logged, and a response header naming them."""
-        return unsupported_report(self.engine, self.params, request_id)
+        return unsupported_report(self.lease, self.params, request_id)
 
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
-        self.prompt_ids = await self._prompt(self.body, self.engine, self.budget)
-        params = self.params
-        bounds = GrammarBounds.from_limits(self.state.config.limits)
-        grammar = await compile_grammar(
-            build_grammar,
-            params.json_schema,
-            params.regex_pattern,
-            params.grammar_string,
-            bounds,
-            bounds=bounds,
-        )
-        return [
-            build_request(
-                self.engine,
-                f"{request_id}-{index}",
-                self.prompt_ids,
-                seeded(params, index),
-                self.state.config.limits,
+        self.prompt_ids = await self._prompt(self.body, self.budget)
+        limits = self.state.config.limits
+        return jobs_for(
+            self.lease,
+            request_id,
+            [self.prompt_ids],
+            self.body.n,
+            self.params,
+            limits,
+            JobOptions(
                 logprobs=KOBOLD_TOP_LOGPROBS if self.body.logprobs else None,
-                grammar=grammar,
-            )
-            for index in range(self.body.n)
-        ]
+                grammar=await request_grammar(self.params, limits),
+            ),
+        )
 
     async def chunks(self, jobs: list[GenerationRequest]) -> AsyncGenerator[Update]:
         """The jobs' chunks; without ``trim_stop`` the stop sequence that ended a text stays."""

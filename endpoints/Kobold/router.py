@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from common.errors import AuthenticationError, ServalError, UnsupportedError
 from common.generation import Completion
+from common.jobs import log_jobs
 from common.model import Lease
 from common.tokenizing import encode_text
 from endpoints.dependencies import caller_key, get_state, require_api, share_owner
@@ -107,6 +108,7 @@ async def _start(
         plan = KoboldPlan(body, lease, state, stream)
         jobs = await plan.jobs(request_id)
         genkey = body.genkey or request_id
+        await log_jobs(jobs, lease, state.config.logging, request_id)
         job = _jobs(request).open(_owner(request), genkey, body.n, stream, body.logprobs)
     except BaseException:
         lease.release()
@@ -269,7 +271,7 @@ async def token_count(body: TokenCountRequest, request: Request) -> TokenCountRe
     state = get_state(request)
     async with state.container.use() as lease:
         ids = await encode_text(
-            lease.engine,
+            lease,
             body.prompt,
             state.config.limits,
             add_bos=None if body.special else False,
@@ -305,7 +307,7 @@ async def max_length(request: Request) -> ValueResponse:
 
 async def _context_length(request: Request) -> ValueResponse:
     async with get_state(request).container.use() as lease:
-        return ValueResponse(value=lease.engine.info().max_seq_len)
+        return ValueResponse(value=lease.context_length)
 
 
 united.add_api_route(
@@ -367,13 +369,13 @@ async def perf(request: Request) -> PerfResponse:
     """The last generation's timings and the engine's load; Kobold Lite shows it as the server
     status. No key is needed, as in KoboldCpp; it names no text."""
     state = get_state(request)
-    engine = state.container.engine
+    container = state.container
     last = state.metrics.last_job
     now = time.time()
     report = PerfResponse(
         total_gens=state.metrics.finished_jobs,
-        queue=engine.queued_jobs if engine else 0,
-        idle=0 if engine and engine.active_jobs else 1,
+        queue=container.queued_jobs,
+        idle=0 if container.active_jobs else 1,
         uptime=now - state.started_at,
         idletime=now - (last.ended_at if last else state.started_at),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,26 +14,18 @@ from common.chat import ChatPrompt, add_bos_for, check_message_count, render_pro
 from common.chat_output import ChatOutput
 from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
-from common.generation import (
-    Completion,
-    JobRunner,
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-)
+from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.grammar import GrammarBounds, compile_grammar
+from common.jobs import jobs_for, prompt_ids, sampling
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
-from common.sampling import resolve
-from common.tokenizing import check_chars_fit, encode_text
+from common.tokenizing import check_chars_fit
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
-from endpoints.OAI.delivery import deliver
+from endpoints.OAI.delivery import serve
 from endpoints.OAI.inline import lease_for
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
@@ -130,7 +123,7 @@ class ChatPlan:
 
     def __init__(self, body: ChatCompletionRequest, lease: Lease) -> None:
         self.body = body
-        self.engine = lease.engine
+        self.backend = lease.backend
         self.model = lease.name
         self.id = new_id("chatcmpl")
         self.created = now()
@@ -159,7 +152,6 @@ async def render_chat(
 ) -> RenderedChat:
     """Render and tokenize the chat, checked against the model's limits (nothing generated:
     token-counting routes call this alone)."""
-    engine = lease.engine
     if lease.template is None:
         raise BadRequestError(
             "The loaded model has no chat template; set one with POST /v1/template/switch "
@@ -170,22 +162,21 @@ async def render_chat(
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     chat = _chat_prompt(body, state, tool_request, fmt)
     text_chars = sum(len(message.get("content") or "") for message in chat.messages)
-    check_chars_fit(text_chars, engine, state.config.limits, param="messages", what="chat")
+    check_chars_fit(text_chars, lease, state.config.limits, param="messages", what="chat")
     prompt = await render_prompt(
         lease.template,
         chat,
-        engine.special_tokens,
+        lease.special_tokens,
         state.config.limits.template_timeout,
     )
-    ids = await encode_text(
-        engine,
+    ids = await prompt_ids(
+        lease,
         prompt,
         state.config.limits,
-        add_bos=add_bos_for(prompt, engine.special_tokens),
+        add_bos=add_bos_for(prompt, lease.special_tokens),
         param="messages",
         what="chat prompt (as the template rendered it)",
     )
-    check_prompt_ids(ids, engine, param="messages")
     return RenderedChat(prompt, ids, tool_request, fmt)
 
 
@@ -194,9 +185,7 @@ async def plan_chat_jobs(
 ) -> list[GenerationRequest]:
     """Render, tokenize and constrain the chat; one job per choice (``n``)."""
     body = plan.body
-    engine = lease.engine
-    params = resolve(body, state.overrides.preset)
-    check_limits(params, engine, state.config.limits)
+    params = sampling(body, state.overrides.preset, lease, state.config.limits)
     rendered = await render_chat(body, lease, state)
     ids = rendered.ids
     plan.prompt_tokens = len(ids)
@@ -213,24 +202,45 @@ async def plan_chat_jobs(
         generation_controls,
         plan.output,
         constraints,
-        engine,
+        lease,
         _budget_tokens(body, state),
         bounds=constraints.bounds,
     )
     if budget is not None:
         plan.runner = BudgetedRunner(lease, budget)
-    return [
-        build_request(
-            engine,
-            f"{request_id}-{choice}",
-            ids,
-            seeded(params, choice),
-            state.config.limits,
-            logprobs=plan.logprobs,
-            grammar=grammar,
-        )
-        for choice in range(body.n)
-    ]
+    return jobs_for(
+        lease,
+        request_id,
+        [ids],
+        body.n,
+        params,
+        state.config.limits,
+        JobOptions(logprobs=plan.logprobs, grammar=grammar),
+    )
+
+
+class _ChatAnswer:
+    """A chat request's :class:`ChatPlan` as the answer the delivery step makes."""
+
+    def __init__(self, plan: ChatPlan, lease: Lease, state: ServerState) -> None:
+        self.plan, self.lease, self.state = plan, lease, state
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.plan.prompt_tokens
+
+    @property
+    def runner(self) -> JobRunner:
+        return self.plan.runner
+
+    async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        return await plan_chat_jobs(self.plan, self.lease, self.state, request_id)
+
+    def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[ChatCompletionChunk]:
+        return _stream(self.plan, jobs)
+
+    def answered(self, completions: list[Completion]) -> ChatCompletionResponse:
+        return _response(self.plan, completions)
 
 
 async def start_chat(
@@ -272,7 +282,7 @@ def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionRe
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.backend),
         choices=choices,
         usage=usage_of(completions, plan.prompt_tokens),
     )
@@ -285,29 +295,29 @@ def _chunk(
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.backend),
         choices=choices,
         usage=usage,
     )
 
 
 async def _stream(
-    plan: ChatPlan, jobs: list[GenerationRequest], lease: Lease
+    plan: ChatPlan, jobs: list[GenerationRequest]
 ) -> AsyncIterator[ChatCompletionChunk]:
     body = plan.body
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     results = [Completion() for _ in jobs]
     parsers = [plan.output.parser() for _ in jobs]
     called = [False] * len(jobs)
-    try:
-        yield _chunk(
-            plan,
-            [
-                ChatStreamChoice(index=i, delta=ChatDelta(role="assistant", content=""))
-                for i in range(len(jobs))
-            ],
-        )
-        async for index, chunk in merge_streams(plan.runner, jobs):
+    yield _chunk(
+        plan,
+        [
+            ChatStreamChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+            for i in range(len(jobs))
+        ],
+    )
+    async with contextlib.aclosing(merge_streams(plan.runner, jobs)) as merged:
+        async for index, chunk in merged:
             results[index].add(chunk)
             done = chunk.finish_reason is not None
             output = parsers[index].feed(chunk.text, final=done)
@@ -329,10 +339,8 @@ async def _stream(
                     )
                 ],
             )
-        if include_usage:
-            yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
-    finally:
-        lease.release()
+    if include_usage:
+        yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
 
 
 @router.post(
@@ -345,15 +353,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response
 ) -> Any:
     state = get_state(request)
-    plan, lease, jobs = await start_chat(body, request, state)
-    return await deliver(
-        request,
-        response,
-        state,
-        lease,
-        jobs,
-        stream=body.stream,
-        streamed=lambda: _stream(plan, jobs, lease),
-        answered=lambda completions: _response(plan, completions),
-        runner=plan.runner,
+    check_chat_request(body, state)
+    return await serve(
+        request, response, body, lambda lease: _ChatAnswer(ChatPlan(body, lease), lease, state)
     )

@@ -14,7 +14,7 @@ from endpoints.OAI.types.chat import (
     DeltaToolCall,
     FunctionCall,
     ResponseMessage,
-    ResponseToolCall,
+    ToolCall,
 )
 
 
@@ -28,9 +28,7 @@ def response_message(output: ChatOutput, legacy: bool) -> ResponseMessage:
         message.function_call = FunctionCall(name=calls[0].name, arguments=calls[0].arguments)
     elif calls:
         message.tool_calls = [
-            ResponseToolCall(
-                id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments)
-            )
+            ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
             for call in calls
         ]
     return message

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from backends.base import Engine, GenerationRequest
-from common.config import LimitsConfig
+from backends.base import GenerationRequest
 from common.errors import BadRequestError, UnsupportedError
-from common.generation import (
-    Completion,
-    build_request,
-    check_limits,
-    check_prompt_ids,
-    merge_streams,
-    seeded,
-)
-from common.grammar import GrammarBounds, build_grammar, compile_grammar
+from common.generation import Completion, JobOptions, JobRunner, merge_streams
+from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
-from common.sampling import SamplingParams, resolve
-from common.tokenizing import encode_text
 from endpoints.dependencies import get_state, require_api
-from endpoints.OAI.delivery import deliver
-from endpoints.OAI.inline import lease_for
+from endpoints.OAI.delivery import serve
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
 from endpoints.OAI.types.completion import (
@@ -57,67 +47,49 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
         )
 
 
-async def _prompt_ids(
-    engine: Engine, prompt: str | list[int], params: SamplingParams, limits: LimitsConfig
-) -> list[int]:
-    if isinstance(prompt, str):
-        ids = await encode_text(engine, prompt, limits, add_bos=params.add_bos_token)
-    else:
-        ids = list(prompt)
-    check_prompt_ids(ids, engine)
-    return ids
-
-
-class _Plan:
-    """The jobs of one completion request and what the answer needs to know about them."""
+class _CompletionAnswer:
+    """The jobs of one completion request and the answer made of them (see ``delivery.Answer``)."""
 
     def __init__(self, body: CompletionRequest, lease: Lease, state: ServerState) -> None:
-        engine = lease.engine
-        params = resolve(body, state.overrides.preset)
-        check_limits(params, engine, state.config.limits)
-        self.grammar_args = (
-            schema_of(body.response_format) or params.json_schema,
-            params.regex_pattern,
-            params.grammar_string,
-        )
-        self.grammar_bounds = GrammarBounds.from_limits(state.config.limits)
+        self.limits = state.config.limits
+        self.params = sampling(body, state.overrides.preset, lease, self.limits)
         self.body = body
-        self.engine = engine
+        self.lease = lease
+        self.runner: JobRunner = lease
         self.model = lease.name
         self.prompt_ids: list[list[int]] = []  # tokenized by jobs(), off the event loop
         self.prompt_texts = [
-            p if isinstance(p, str) else engine.decode(list(p)) for p in body.prompts()
+            p if isinstance(p, str) else lease.decode(list(p)) for p in body.prompts()
         ]
-        self.params = params
         self.id = new_id("cmpl")
         self.created = now()
 
-    async def jobs(self, state: ServerState, request_id: str) -> list[GenerationRequest]:
-        limits = state.config.limits
+    async def jobs(self, request_id: str) -> list[GenerationRequest]:
+        body, add_bos = self.body, self.params.add_bos_token
         self.prompt_ids = [
-            await _prompt_ids(self.engine, p, self.params, limits) for p in self.body.prompts()
+            await prompt_ids(self.lease, p, self.limits, add_bos=add_bos) for p in body.prompts()
         ]
-        grammar = await compile_grammar(
-            build_grammar, *self.grammar_args, self.grammar_bounds, bounds=self.grammar_bounds
+        grammar = await request_grammar(self.params, self.limits, schema_of(body.response_format))
+        return jobs_for(
+            self.lease,
+            request_id,
+            self.prompt_ids,
+            body.n,
+            self.params,
+            self.limits,
+            JobOptions(
+                logprobs=body.logprobs,
+                prompt_logprobs=body.echo and body.logprobs is not None,
+                grammar=grammar,
+                generate_nothing=body.echo and body.max_tokens == 0,
+            ),
         )
-        body = self.body
-        jobs = []
-        for prompt_index, ids in enumerate(self.prompt_ids):
-            for choice in range(body.n):
-                jobs.append(
-                    build_request(
-                        self.engine,
-                        f"{request_id}-{prompt_index * body.n + choice}",
-                        ids,
-                        seeded(self.params, choice),
-                        state.config.limits,
-                        logprobs=body.logprobs,
-                        prompt_logprobs=body.echo and body.logprobs is not None,
-                        grammar=grammar,
-                        generate_nothing=body.echo and body.max_tokens == 0,
-                    )
-                )
-        return jobs
+
+    def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[dict[str, Any]]:
+        return _stream(self, jobs)
+
+    def answered(self, completions: list[Completion]) -> CompletionResponse:
+        return _response(self, completions)
 
     def prompt_of(self, index: int) -> int:
         return index // self.body.n
@@ -133,14 +105,14 @@ class _Plan:
         if self.body.echo and completion.prompt_logprobs is not None:
             prompt_ids = self.prompt_ids[self.prompt_of(index)]
             records = list(completion.prompt_logprobs) + records
-        return legacy_logprobs(records, self.engine.token_piece, prompt_ids, offset)
+        return legacy_logprobs(records, self.lease.token_piece, prompt_ids, offset)
 
     @property
     def prompt_tokens(self) -> int:
         return sum(len(ids) for ids in self.prompt_ids)
 
 
-def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
+def _response(plan: _CompletionAnswer, completions: list[Completion]) -> CompletionResponse:
     choices = [
         CompletionChoice(
             index=index,
@@ -155,14 +127,14 @@ def _response(plan: _Plan, completions: list[Completion]) -> CompletionResponse:
         id=plan.id,
         created=plan.created,
         model=plan.model,
-        system_fingerprint=fingerprint(plan.engine.backend),
+        system_fingerprint=fingerprint(plan.lease.backend),
         choices=choices,
         usage=usage_of(completions, plan.prompt_tokens),
     )
 
 
 async def _stream(
-    plan: _Plan, jobs: list[GenerationRequest], lease: Lease
+    plan: _CompletionAnswer, jobs: list[GenerationRequest]
 ) -> AsyncIterator[dict[str, Any]]:
     include_usage = bool(plan.body.stream_options and plan.body.stream_options.include_usage)
     started = [False] * len(jobs)
@@ -173,10 +145,10 @@ async def _stream(
         "object": "text_completion",
         "created": plan.created,
         "model": plan.model,
-        "system_fingerprint": fingerprint(plan.engine.backend),
+        "system_fingerprint": fingerprint(plan.lease.backend),
     }
-    try:
-        async for index, chunk in merge_streams(lease, jobs):
+    async with contextlib.aclosing(merge_streams(plan.runner, jobs)) as merged:
+        async for index, chunk in merged:
             results[index].add(chunk)
             text = chunk.text
             piece = Completion(logprobs=chunk.logprobs or [], prompt_logprobs=chunk.prompt_logprobs)
@@ -196,11 +168,9 @@ async def _stream(
             if chunk.finish_reason is not None:
                 choice["stop_reason"] = chunk.stop_reason
             yield {**header, "choices": [choice]}
-        if include_usage:
-            usage = usage_of(results, plan.prompt_tokens)
-            yield {**header, "choices": [], "usage": usage.model_dump()}
-    finally:
-        lease.release()
+    if include_usage:
+        usage = usage_of(results, plan.prompt_tokens)
+        yield {**header, "choices": [], "usage": usage.model_dump()}
 
 
 @router.post(
@@ -212,21 +182,4 @@ async def _stream(
 async def create_completion(body: CompletionRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
     _check_request(body, state)
-    lease = await lease_for(body.model, request, state)
-    try:
-        plan = _Plan(body, lease, state)
-        jobs = await plan.jobs(state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    return await deliver(
-        request,
-        response,
-        state,
-        lease,
-        jobs,
-        stream=body.stream,
-        streamed=lambda: _stream(plan, jobs, lease),
-        answered=lambda completions: _response(plan, completions),
-    )
+    return await serve(request, response, body, lambda lease: _CompletionAnswer(body, lease, state))

@@ -23,7 +23,7 @@ async def health(request: Request) -> JSONResponse:
     issues: list[str] = []
     if container.loading:
         issues.append("a model is loading")
-    elif container.engine is None:
+    elif not container.loaded:
         issues.append("no model is loaded")
     body = HealthResponse(status="unhealthy" if issues else "healthy", issues=issues)
     return JSONResponse(body.model_dump(), status_code=503 if issues else 200)

@@ -21,8 +21,8 @@ router = APIRouter(tags=["LoRAs"])
 
 
 def _active(state: ServerState) -> dict[str, float]:
-    engine = state.container.engine
-    return dict(engine.info().loras) if engine is not None else {}
+    info = state.container.loaded_info()
+    return dict(info.loras) if info is not None else {}
 
 
 def _cards(state: ServerState, names: list[str], active: dict[str, float]) -> LoraList:

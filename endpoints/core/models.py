@@ -32,10 +32,9 @@ router = APIRouter(tags=["Models"])
 
 def loaded_card(state: ServerState) -> ModelCard | None:
     container = state.container
-    engine = container.engine
-    if engine is None or container.name is None:
+    info = container.loaded_info()
+    if info is None or container.name is None:
         return None
-    info = engine.info()
     template = container.template
     return ModelCard(
         id=container.name,
@@ -114,8 +113,8 @@ async def list_draft_models(request: Request, level: KeyLevel = Depends(require_
     state = get_state(request)
     if level >= KeyLevel.ADMIN:
         return ModelList(data=_folder_cards(Path(state.config.draft_model.draft_model_dir), state))
-    engine = state.container.engine
-    draft = engine.info().draft if engine else None
+    info = state.container.loaded_info()
+    draft = info.draft if info else None
     return ModelList(data=[ModelCard(id=draft, created=int(state.started_at))] if draft else [])
 
 
@@ -141,8 +140,8 @@ async def current_model(request: Request) -> ModelCard:
 )
 async def props(request: Request) -> Props:
     state = get_state(request)
-    engine = await state.container.current()
-    info = engine.info()
+    async with state.container.use() as lease:
+        info = lease.info()
     template = state.container.template
     return Props(
         total_slots=info.max_batch_size,

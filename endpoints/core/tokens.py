@@ -25,7 +25,6 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
     """Text, or chat messages rendered through the current template (no generation prompt)."""
     state = get_state(request)
     async with state.container.use() as lease:
-        engine = lease.engine
         if isinstance(body.text, str):
             text = body.text
         else:
@@ -41,10 +40,10 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
                 tool_format=tool_format(state.config.model.tool_format, lease.template.source),
             )
             text = await render_prompt(
-                lease.template, chat, engine.special_tokens, state.config.limits.template_timeout
+                lease.template, chat, lease.special_tokens, state.config.limits.template_timeout
             )
         tokens = await encode_text(
-            engine,
+            lease,
             text,
             state.config.limits,
             add_bos=body.add_bos_token,
@@ -60,6 +59,6 @@ async def decode(body: TokenDecodeRequest, request: Request) -> TokenDecodeRespo
     state = get_state(request)
     async with state.container.use() as lease:
         if body.tokens:
-            check_prompt_ids(body.tokens, lease.engine, param="tokens")
-        text = lease.engine.decode(body.tokens, decode_special=body.decode_special_tokens)
+            check_prompt_ids(body.tokens, lease, param="tokens")
+        text = lease.decode(body.tokens, decode_special=body.decode_special_tokens)
     return TokenDecodeResponse(text=text)

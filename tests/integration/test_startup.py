@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 
 def test_without_config_the_default_model_loads(tmp_path: Path) -> None:
@@ -46,3 +48,37 @@ def test_busy_port_exits_with_one_line(server: ServerProcess, tmp_path: Path) ->
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "already in use" in result.stderr
+
+
+def test_logging_keys_log_prompts_settings_and_requests_but_never_keys(tmp_path: Path) -> None:
+    """TabbyAPI's logging section: log_prompt, log_generation_params and log_requests; keys
+    that do nothing yet are named in a warning at start."""
+    config = {
+        "network": {"api_servers": ["OAI"]},
+        "logging": {"log_prompt": True, "log_generation_params": True, "log_requests": True},
+        "model": {"model_dir": str(ROOT / "models"), "model_name": DEFAULT_MODEL, "vision": True},
+    }
+    process = ServerProcess(tmp_path, config).start()
+    try:
+        answer = httpx.post(
+            f"{process.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {API_KEY}", "X-Admin-Key": ADMIN_KEY},
+            json={
+                "messages": [{"role": "user", "content": "Name a zebra-striped fruit."}],
+                "max_tokens": 2,
+                "temperature": 0,
+            },
+            timeout=120,
+        )
+        assert answer.status_code == 200
+        log = process.log()
+    finally:
+        process.stop()
+    assert "model.vision does nothing yet" in log
+    request = next(line for line in log.splitlines() if "request POST /v1/chat/completions" in line)
+    assert "zebra-striped fruit" in request and "authorization: <hidden>" in request
+    prompt = next(line for line in log.splitlines() if " prompt 0 (" in line)
+    assert "<|im_start|>user" in prompt and "zebra-striped fruit" in prompt
+    params = next(line for line in log.splitlines() if "generation params" in line)
+    assert "max_new_tokens=2" in params and "temperature=0" in params
+    assert API_KEY not in log and ADMIN_KEY not in log

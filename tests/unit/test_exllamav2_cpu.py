@@ -16,10 +16,10 @@ import torch
 
 from backends.base import DraftOptions, GenerationRequest, LoadOptions
 from backends.exllama.driver import GeneratorDriver
+from backends.sampling import SamplingParams
 from common.errors import ContextLengthError
 from common.generation import collect
 from common.grammar import from_json_schema
-from common.sampling import SamplingParams
 from tests.support.scripted_generator import ScriptedGenerator
 from tests.support.tiny_model import build_tiny_model
 

@@ -7,7 +7,7 @@ from backends.base import LoadOptions
 from backends.exllama.sampling import token_biases
 from backends.exllamav3.engine import placement
 from backends.exllamav3.sampler import WHOLE_CONTEXT, Step, sampler_steps, unsupported
-from common.sampling import SamplingParams
+from backends.sampling import SamplingParams
 
 
 def names(params: SamplingParams, **kwargs) -> list[str]:

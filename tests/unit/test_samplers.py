@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from backends.sampling import SamplingParams
 from backends.transformers import samplers
 from backends.transformers.samplers import (
     DEFAULT_ORDER,
@@ -21,7 +22,7 @@ from backends.transformers.samplers import (
     choose_token,
     sampler_order,
 )
-from common.sampling import SamplingParams, kobold_sampler_order
+from common.sampling import kobold_sampler_order
 
 NEG_INF = float("-inf")
 EOS = 0

@@ -8,13 +8,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from backends.sampling import DEFAULT_DRY_SEQUENCE_BREAKERS, SamplingParams
 from common.errors import BadRequestError, NotFoundError
 from common.sampling import (
-    DEFAULT_DRY_SEQUENCE_BREAKERS,
     PRESET_DIR,
     OverridePreset,
     SamplerRequest,
-    SamplingParams,
     kobold_sampler_order,
     list_presets,
     load_preset,

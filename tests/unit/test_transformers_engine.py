@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from backends.base import GenerationChunk, GenerationRequest, LoadOptions
+from backends.sampling import SamplingParams
 from backends.transformers.batch import BatchScheduler, Sequence
 from backends.transformers.engine import TransformersEngine
 from common.config import LimitsConfig
 from common.errors import ContextLengthError
 from common.generation import Completion, build_request, collect
-from common.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from common.sampling import KOBOLD_SAMPLERS, SamplerRequest, kobold_sampler_order
+from backends.sampling import KOBOLD_SAMPLERS
+from common.sampling import SamplerRequest, kobold_sampler_order
 from endpoints.Kobold.types.common import KoboldModel
 from endpoints.OAI.types.chat import ChatChoiceLogprobs
 

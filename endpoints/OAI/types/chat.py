@@ -143,12 +143,6 @@ class ChatChoiceLogprobs(BaseModel):
     refusal: list[ChatLogprob] | None = None
 
 
-class ResponseToolCall(BaseModel):
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
 ChatFinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 
 
@@ -165,7 +159,7 @@ class ResponseMessage(BaseModel):
     content: str | None = None
     refusal: str | None = Field(None, description="Always null: Serval does not refuse.")
     reasoning_content: str | None = None
-    tool_calls: list[ResponseToolCall] | None = Field(None, exclude_if=_absent)
+    tool_calls: list[ToolCall] | None = Field(None, exclude_if=_absent)
     function_call: FunctionCall | None = Field(
         None,
         exclude_if=_absent,
