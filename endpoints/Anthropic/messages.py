@@ -8,6 +8,7 @@ SDKs send it) or ``Authorization: Bearer``; ``anthropic-version`` is accepted, n
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,9 +29,10 @@ from endpoints.Anthropic.types import (
 )
 from endpoints.dependencies import get_state, require_api
 from endpoints.errors import anthropic_error
-from endpoints.OAI.chat import ChatPlan, check_chat_request, render_chat, start_chat
-from endpoints.OAI.delivery import deliver
+from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request, render_chat
+from endpoints.OAI.delivery import StreamStyle, serve
 from endpoints.OAI.shapes import new_id
+from endpoints.state import ServerState
 from endpoints.streaming import error_payload
 
 router = APIRouter(tags=["Anthropic"], dependencies=[Depends(require_api)])
@@ -53,41 +55,52 @@ def _answer(
 
 
 async def _events(
-    plan: ChatPlan,
-    message_id: str,
-    body: MessagesRequest,
-    jobs: list[GenerationRequest],
-    lease: Lease,
+    plan: ChatPlan, message_id: str, body: MessagesRequest, jobs: list[GenerationRequest]
 ) -> AsyncIterator[dict[str, Any]]:
     completion = Completion()
     parser = plan.output.parser()
     blocks = shapes.BlockStream()
     called = False
-    try:
-        start = Message(
-            id=message_id,
-            model=plan.model,
-            content=[],
-            usage=shapes.Usage(input_tokens=plan.prompt_tokens, output_tokens=0),
-        )
-        yield {"type": "message_start", "message": start.model_dump()}
-        async for _, chunk in merge_streams(plan.runner, jobs):
+    start = Message(
+        id=message_id,
+        model=plan.model,
+        content=[],
+        usage=shapes.Usage(input_tokens=plan.prompt_tokens, output_tokens=0),
+    )
+    yield {"type": "message_start", "message": start.model_dump()}
+    async with contextlib.aclosing(merge_streams(plan.runner, jobs)) as merged:
+        async for _, chunk in merged:
             completion.add(chunk)
             output = parser.feed(chunk.text, final=chunk.finish_reason is not None)
             called = called or bool(output.tool_calls)
             for event in blocks.feed(output):
                 yield event
-        for event in blocks.close():
-            yield event
-        reason, sequence = shapes.stop_reason(completion, called, body.stop_sequences)
-        yield {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": sequence},
-            "usage": shapes.usage(completion, plan.prompt_tokens).model_dump(),
-        }
-        yield {"type": "message_stop"}
-    finally:
-        lease.release()
+    for event in blocks.close():
+        yield event
+    reason, sequence = shapes.stop_reason(completion, called, body.stop_sequences)
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": reason, "stop_sequence": sequence},
+        "usage": shapes.usage(completion, plan.prompt_tokens).model_dump(),
+    }
+    yield {"type": "message_stop"}
+
+
+class _MessageAnswer(ChatJobs):
+    """The chat answer as an Anthropic message, or its stream of events."""
+
+    style = StreamStyle(done=False, named=True, errors=stream_error)
+
+    def __init__(self, body: MessagesRequest, plan: ChatPlan, lease: Lease, state: ServerState):
+        super().__init__(plan, lease, state)
+        self.body = body
+        self.message_id = new_id("msg", "_")
+
+    def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[dict[str, Any]]:
+        return _events(self.plan, self.message_id, self.body, jobs)
+
+    def answered(self, completions: list[Completion]) -> Message:
+        return _answer(self.plan, self.message_id, self.body, completions[0])
 
 
 @router.post(
@@ -98,21 +111,13 @@ async def _events(
 )
 async def create_message(body: MessagesRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
-    plan, lease, jobs = await start_chat(chat_request(body), request, state)
-    message_id = new_id("msg", "_")
-    return await deliver(
+    chat = chat_request(body)
+    check_chat_request(chat, state)
+    return await serve(
         request,
         response,
-        state,
-        lease,
-        jobs,
-        stream=body.stream,
-        streamed=lambda: _events(plan, message_id, body, jobs, lease),
-        answered=lambda completions: _answer(plan, message_id, body, completions[0]),
-        runner=plan.runner,
-        done=False,
-        named=True,
-        errors=stream_error,
+        chat,
+        lambda lease: _MessageAnswer(body, ChatPlan(chat, lease), lease, state),
     )
 
 

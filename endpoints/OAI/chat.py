@@ -25,8 +25,7 @@ from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
-from endpoints.OAI.delivery import serve
-from endpoints.OAI.inline import lease_for
+from endpoints.OAI.delivery import OPENAI_STREAM, serve
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
     ChatChoice,
@@ -219,8 +218,10 @@ async def plan_chat_jobs(
     )
 
 
-class _ChatAnswer:
-    """A chat request's :class:`ChatPlan` as the answer the delivery step makes."""
+class ChatJobs:
+    """A chat request's :class:`ChatPlan` and its jobs: the part of an answer every chat API
+    shares. Each API's answer (``delivery.Answer``) adds its shapes: its ``style``,
+    ``streamed`` and ``answered``, as :class:`ChatAnswer` does for chat completions."""
 
     def __init__(self, plan: ChatPlan, lease: Lease, state: ServerState) -> None:
         self.plan, self.lease, self.state = plan, lease, state
@@ -236,28 +237,17 @@ class _ChatAnswer:
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
         return await plan_chat_jobs(self.plan, self.lease, self.state, request_id)
 
+
+class ChatAnswer(ChatJobs):
+    """The answer of ``/v1/chat/completions``."""
+
+    style = OPENAI_STREAM
+
     def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[ChatCompletionChunk]:
         return _stream(self.plan, jobs)
 
     def answered(self, completions: list[Completion]) -> ChatCompletionResponse:
         return _response(self.plan, completions)
-
-
-async def start_chat(
-    body: ChatCompletionRequest, request: Request, state: ServerState
-) -> tuple[ChatPlan, Lease, list[GenerationRequest]]:
-    """Check ``body``, lease the model and plan the jobs: what every chat API does before it
-    delivers (the lease is released if planning fails)."""
-    check_chat_request(body, state)
-    lease = await lease_for(body.model, request, state)
-    try:
-        plan = ChatPlan(body, lease)
-        jobs = await plan_chat_jobs(plan, lease, state, request.state.request_id)
-    except BaseException:
-        lease.release()
-        raise
-    request.state.log_extra = f"prompt={plan.prompt_tokens}"
-    return plan, lease, jobs
 
 
 def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionResponse:
@@ -355,5 +345,5 @@ async def create_chat_completion(
     state = get_state(request)
     check_chat_request(body, state)
     return await serve(
-        request, response, body, lambda lease: _ChatAnswer(ChatPlan(body, lease), lease, state)
+        request, response, body, lambda lease: ChatAnswer(ChatPlan(body, lease), lease, state)
     )

@@ -14,7 +14,7 @@ from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
 from endpoints.dependencies import get_state, require_api
-from endpoints.OAI.delivery import serve
+from endpoints.OAI.delivery import OPENAI_STREAM, serve
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
 from endpoints.OAI.types.completion import (
@@ -49,6 +49,8 @@ def _check_request(body: CompletionRequest, state: ServerState) -> None:
 
 class _CompletionAnswer:
     """The jobs of one completion request and the answer made of them (see ``delivery.Answer``)."""
+
+    style = OPENAI_STREAM
 
     def __init__(self, body: CompletionRequest, lease: Lease, state: ServerState) -> None:
         self.limits = state.config.limits

@@ -4,6 +4,7 @@ or collect them into one answer, and give the model back however that ends."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import Request, Response
@@ -18,8 +19,26 @@ from endpoints.state import ServerState
 from endpoints.streaming import cancel_on_disconnect, error_payload, sse_response
 
 
+@dataclass(frozen=True)
+class StreamStyle:
+    """How an API's stream looks (see :func:`~endpoints.streaming.sse_response`): OpenAI's
+    chat and completions by default; the Messages and Responses APIs name their events."""
+
+    done: bool = True
+    named: bool = False
+    errors: Callable[[BaseException], dict[str, Any]] = field(default=error_payload)
+    ping_events: bool | None = None
+
+
+OPENAI_STREAM = StreamStyle()
+
+
 class Answer(Protocol):
-    """One request's answer being made: its jobs, what runs them, and the two forms of it."""
+    """One request's answer being made: its jobs, what runs them, the two forms of it, and
+    how its stream looks."""
+
+    @property
+    def style(self) -> StreamStyle: ...
 
     @property
     def prompt_tokens(self) -> int: ...
@@ -74,6 +93,7 @@ async def serve(
         streamed=lambda: answer.streamed(jobs),
         answered=answer.answered,
         runner=answer.runner,
+        style=answer.style,
     )
 
 
@@ -102,14 +122,9 @@ async def deliver(
     streamed: Callable[[], AsyncIterator[Any]],
     answered: Callable[[list[Completion]], Any],
     runner: JobRunner | None = None,
-    done: bool = True,
-    named: bool = False,
-    errors: Callable[[BaseException], dict[str, Any]] = error_payload,
-    ping_events: bool | None = None,
+    style: StreamStyle = OPENAI_STREAM,
 ) -> Any:
-    """Run ``jobs`` and answer; the lease is released when the answer (or stream) is done.
-    ``done``, ``named``, ``errors`` and ``ping_events``: how the stream's events look (see
-    :func:`~endpoints.streaming.sse_response`)."""
+    """Run ``jobs`` and answer; the lease is released when the answer (or stream) is done."""
     request.state.lease = lease  # the request's log line reports the tokens it made
     await log_jobs(jobs, lease, state.config.logging, request.state.request_id)
     headers = unsupported_report(lease, jobs[0].params, request.state.request_id)
@@ -118,10 +133,10 @@ async def deliver(
         return sse_response(
             _releasing(streamed(), lease),
             network.sse_ping_interval,
-            done=done,
-            named=named,
-            errors=errors,
-            ping_events=ping_events,
+            done=style.done,
+            named=style.named,
+            errors=style.errors,
+            ping_events=style.ping_events,
             headers=headers,
             send_timeout=network.stream_send_timeout,
         )

@@ -10,6 +10,7 @@ not found.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,8 @@ from common.errors import BadRequestError, NotFoundError
 from common.generation import Completion, merge_streams
 from common.model import Lease
 from endpoints.dependencies import get_state, key_owner, require_api
-from endpoints.OAI.chat import ChatPlan, start_chat
-from endpoints.OAI.delivery import deliver
+from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request
+from endpoints.OAI.delivery import StreamStyle, serve
 from endpoints.OAI.responses_input import chat_request, conversation_of
 from endpoints.OAI.responses_output import Event, OutputBuilder, dumped
 from endpoints.OAI.shapes import new_id, now, usage_of
@@ -44,21 +45,21 @@ from endpoints.streaming import error_payload
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
 
-class _Responder:
+class _Responder(ChatJobs):
     """One Responses request being answered: the response object, its output and its storing."""
 
     def __init__(
         self,
         body: ResponsesRequest,
         plan: ChatPlan,
+        lease: Lease,
         conversation: list[ChatMessage],
         state: ServerState,
         owner: str,
     ) -> None:
+        super().__init__(plan, lease, state)
         self.body = body
-        self.plan = plan
         self.conversation = conversation
-        self.state = state
         self.owner = owner
         self.output = OutputBuilder()
         self.response = ResponseObject(
@@ -91,6 +92,12 @@ class _Responder:
     def error_event(self, exc: BaseException) -> Event:
         """The stream's last event after a failure: ``error`` with the OpenAI error body."""
         return self.output.event("error", **error_payload(exc))
+
+    @property
+    def style(self) -> StreamStyle:
+        """Named events with this response's own error event; OpenAI's streams keep alive
+        with comments (a ``ping`` event has no ``sequence_number``)."""
+        return StreamStyle(done=False, named=True, errors=self.error_event, ping_events=False)
 
     def _lifecycle(self, kind: str) -> Event:
         return self.output.event(kind, response=dumped(self.response))
@@ -127,29 +134,27 @@ class _Responder:
         self.finish(completions)
         return self.response
 
-    async def streamed(self, jobs: list[GenerationRequest], lease: Lease) -> AsyncIterator[Event]:
+    async def streamed(self, jobs: list[GenerationRequest]) -> AsyncIterator[Event]:
         parser = self.plan.output.parser()
         completion = Completion()
+        yield self._lifecycle("response.created")
+        yield self._lifecycle("response.in_progress")
         try:
-            yield self._lifecycle("response.created")
-            yield self._lifecycle("response.in_progress")
-            try:
-                async for _, chunk in merge_streams(self.plan.runner, jobs):
+            async with contextlib.aclosing(merge_streams(self.plan.runner, jobs)) as merged:
+                async for _, chunk in merged:
                     completion.add(chunk)
                     delta = parser.feed(chunk.text, final=chunk.finish_reason is not None)
                     for event in self.output.feed(delta):
                         yield event
-                for event in self.finish([completion]):
-                    yield event
-            except Exception as exc:
-                self.response.status = "failed"
-                self.response.output = list(self.output.items)
-                message = error_payload(exc)["error"]["message"]
-                self.response.error = ResponseError(code="server_error", message=message)
-                yield self._lifecycle("response.failed")
-                raise  # then the stream's error event (error_event)
-        finally:
-            lease.release()
+            for event in self.finish([completion]):
+                yield event
+        except Exception as exc:
+            self.response.status = "failed"
+            self.response.output = list(self.output.items)
+            message = error_payload(exc)["error"]["message"]
+            self.response.error = ResponseError(code="server_error", message=message)
+            yield self._lifecycle("response.failed")
+            raise  # then the stream's error event (error_event)
 
 
 def _earlier(body: ResponsesRequest, state: ServerState, owner: str) -> list[ChatMessage]:
@@ -175,23 +180,13 @@ async def create_response(body: ResponsesRequest, request: Request, response: Re
     state = get_state(request)
     owner = key_owner(request)
     conversation = conversation_of(body, _earlier(body, state, owner))
-    plan, lease, jobs = await start_chat(chat_request(body, conversation), request, state)
-    responder = _Responder(body, plan, conversation, state, owner)
-    return await deliver(
-        request,
-        response,
-        state,
-        lease,
-        jobs,
-        stream=body.stream,
-        streamed=lambda: responder.streamed(jobs, lease),
-        answered=responder.answered,
-        runner=plan.runner,
-        done=False,
-        named=True,
-        errors=responder.error_event,
-        ping_events=False,  # OpenAI's streams keep alive with comments
-    )
+    chat = chat_request(body, conversation)
+    check_chat_request(chat, state)
+
+    def answer_for(lease: Lease) -> _Responder:
+        return _Responder(body, ChatPlan(chat, lease), lease, conversation, state, owner)
+
+    return await serve(request, response, chat, answer_for)
 
 
 def _stored(request: Request, response_id: str) -> StoredResponse:

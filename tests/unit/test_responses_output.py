@@ -75,25 +75,18 @@ class _FailingRunner:
         raise RuntimeError("the engine failed")
 
 
-class _Lease:
-    released = False
-
-    def release(self) -> None:
-        self.released = True
-
-
 def test_a_failure_mid_stream_sends_response_failed_then_the_error() -> None:
     plan = SimpleNamespace(
         model="m", output=OutputPlan(None, None, None), runner=_FailingRunner(), prompt_tokens=3
     )
     body = ResponsesRequest(input="Capital of France?")
-    responder = _Responder(body, plan, [], SimpleNamespace(), "owner")  # type: ignore[arg-type]
-    lease = _Lease()
+    lease, state = SimpleNamespace(), SimpleNamespace()
+    responder = _Responder(body, plan, lease, [], state, "owner")  # type: ignore[arg-type]
 
     async def run() -> list[dict]:
         events = []
         with pytest.raises(RuntimeError):
-            async for event in responder.streamed([object()], lease):  # type: ignore[list-item]
+            async for event in responder.streamed([object()]):  # type: ignore[list-item]
                 events.append(event)
         return events
 
@@ -104,7 +97,6 @@ def test_a_failure_mid_stream_sends_response_failed_then_the_error() -> None:
     assert failed["type"] == "response.failed"
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["code"] == "server_error"
-    assert lease.released
     error = responder.error_event(RuntimeError("the engine failed"))
     assert error["type"] == "error" and error["sequence_number"] == failed["sequence_number"] + 1
     assert error["error"]["code"] == "generation_failed"
