@@ -105,6 +105,20 @@ def _assistant_message(message: MessageParam) -> dict[str, Any]:
     return result
 
 
+def _system_message(message: MessageParam) -> dict[str, Any]:
+    """A ``system`` turn between the others: its text, as a system message in its place."""
+    if isinstance(message.content, str):
+        return {"role": "system", "content": message.content}
+    texts: list[str] = []
+    for block in message.content:
+        if not isinstance(block, TextBlockParam):
+            raise BadRequestError(
+                f"A system message cannot hold a {block.type} block.", param="messages"
+            )
+        texts.append(block.text)
+    return {"role": "system", "content": _parts(texts)}
+
+
 def _messages(body: CountTokensRequest | MessagesRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if body.system:
@@ -114,6 +128,8 @@ def _messages(body: CountTokensRequest | MessagesRequest) -> list[dict[str, Any]
     for message in body.messages:
         if message.role == "user":
             messages += _user_messages(message)
+        elif message.role == "system":
+            messages.append(_system_message(message))
         else:
             messages.append(_assistant_message(message))
     return messages

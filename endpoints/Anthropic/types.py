@@ -73,7 +73,10 @@ ContentBlockParam = Annotated[
 
 
 class MessageParam(BaseModel):
-    role: Literal["user", "assistant"]
+    """A turn; ``system`` is a mid-conversation system message, as Claude Code sends with its
+    ``mid-conversation-system`` beta (text only)."""
+
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlockParam]
 
 

@@ -23,7 +23,7 @@ from common.model import Lease
 from endpoints.dependencies import get_state, key_owner, require_api
 from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request
 from endpoints.OAI.delivery import StreamStyle, serve
-from endpoints.OAI.responses_input import chat_request, conversation_of
+from endpoints.OAI.responses_input import chat_request, conversation_of, tool_namespaces
 from endpoints.OAI.responses_output import Event, OutputBuilder, dumped
 from endpoints.OAI.shapes import new_id, now, usage_of
 from endpoints.OAI.types.chat import ChatMessage
@@ -61,7 +61,7 @@ class _Responder(ChatJobs):
         self.body = body
         self.conversation = conversation
         self.owner = owner
-        self.output = OutputBuilder()
+        self.output = OutputBuilder(tool_namespaces(body))
         self.response = ResponseObject(
             id=new_id("resp", "_"),
             created_at=now(),

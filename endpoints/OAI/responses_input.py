@@ -3,9 +3,9 @@
 ``instructions`` becomes a system message before the conversation; ``input`` items become
 chat messages (``function_call`` items an assistant message's tool calls, ``function_call_output``
 items tool messages, ``reasoning`` items the reasoning of the assistant message after them);
-function tools, ``tool_choice``, ``text.format``, ``reasoning`` and ``max_output_tokens`` map to
-their chat fields. The chat route's planning then does the rest, so every sampler, grammar,
-tool format and limit works the same here.
+function tools (and those grouped in ``namespace`` tools), ``tool_choice``, ``text.format``,
+``reasoning`` and ``max_output_tokens`` map to their chat fields. The chat route's planning then
+does the rest, so every sampler, grammar, tool format and limit works the same here.
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ from endpoints.OAI.types.chat import (
     ToolDefinition,
 )
 from endpoints.OAI.types.common import JsonSchemaFormat, ResponseFormat
-from endpoints.OAI.types.responses import InputContent, InputItem, ResponsesRequest
+from endpoints.OAI.types.responses import (
+    InputContent,
+    InputItem,
+    ResponsesRequest,
+    ResponsesTool,
+)
 
 TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
 
@@ -134,18 +139,53 @@ def conversation_of(body: ResponsesRequest, earlier: list[ChatMessage]) -> list[
     return conversation.messages
 
 
-def _tools(body: ResponsesRequest) -> list[ToolDefinition] | None:
-    if body.tools is None:
-        return None
-    others = sorted({tool.type for tool in body.tools if tool.type != "function"})
+def _functions(body: ResponsesRequest) -> list[tuple[str | None, ResponsesTool, str]]:
+    """Every function tool with the namespace it is in (``None``: top level) and its place."""
+    functions: list[tuple[str | None, ResponsesTool, str]] = []
+    others: set[str] = set()
+    for index, tool in enumerate(body.tools or []):
+        if tool.type == "namespace":
+            if not tool.name:
+                raise BadRequestError(
+                    "A namespace tool needs a name.", param=f"tools[{index}].name"
+                )
+            for inner_index, inner in enumerate(tool.tools or []):
+                if inner.type == "function":
+                    functions.append((tool.name, inner, f"tools[{index}].tools[{inner_index}]"))
+                else:
+                    others.add(inner.type)
+        elif tool.type == "function":
+            functions.append((None, tool, f"tools[{index}]"))
+        else:
+            others.add(tool.type)
     if others:
         raise UnsupportedError(
-            f"Serval runs function tools only; not supported: {', '.join(others)}.", param="tools"
+            f"Serval runs function tools only; not supported: {', '.join(sorted(others))}.",
+            param="tools",
         )
-    tools = []
-    for index, tool in enumerate(body.tools):
+    return functions
+
+
+def tool_namespaces(body: ResponsesRequest) -> dict[str, str]:
+    """The namespace of each function tool that is in one, by the function's name."""
+    return {tool.name: space for space, tool, _ in _functions(body) if space and tool.name}
+
+
+def _tools(body: ResponsesRequest) -> list[ToolDefinition] | None:
+    """The chat tools: function tools, and those of namespaces flattened (a call names the
+    function alone; its answer item names the namespace back)."""
+    if body.tools is None:
+        return None
+    tools: list[ToolDefinition] = []
+    seen: set[str] = set()
+    for _, tool, where in _functions(body):
         if not tool.name:
-            raise BadRequestError("A function tool needs a name.", param=f"tools[{index}].name")
+            raise BadRequestError("A function tool needs a name.", param=f"{where}.name")
+        if tool.name in seen:
+            raise BadRequestError(
+                f"Two function tools are named {tool.name!r}.", param=f"{where}.name"
+            )
+        seen.add(tool.name)
         function = FunctionDefinition(
             name=tool.name,
             description=tool.description,
@@ -221,6 +261,7 @@ def chat_request(body: ResponsesRequest, conversation: list[ChatMessage]) -> Cha
             "reasoning_effort": _effort(effort),
             "enable_thinking": False if effort == "none" else None,
             "reasoning_budget_tokens": body.reasoning_budget_tokens,
+            "stream": body.stream,
         }
     )
     chat._not_applied = body.not_applied

@@ -37,7 +37,8 @@ def dumped(model: Any) -> Any:
 class OutputBuilder:
     """The output items of one answer; every step returns the stream events it makes."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: dict[str, str] | None = None) -> None:
+        self.namespaces = namespaces or {}  # function name -> its namespace tool
         self.items: list[OutputItem] = []
         self._open: OutputItem | None = None
         self._calls: dict[int, FunctionCallItem] = {}  # by the parser's call index
@@ -207,6 +208,7 @@ class OutputBuilder:
                 call_id=piece.id or new_id("call", "_"),
                 name=piece.name or "",
                 arguments="",
+                namespace=self.namespaces.get(piece.name or ""),
             )
             self._calls[piece.index] = item
             self._pending = ""

@@ -48,7 +48,8 @@ class InputItem(BaseModel):
 
 
 class ResponsesTool(BaseModel):
-    """A tool; Serval runs ``function`` tools (flat: name, description, parameters, strict)."""
+    """A tool; Serval runs ``function`` tools (flat: name, description, parameters, strict) and
+    ``namespace`` tools, a named group of function tools (as Codex sends its sub-agent tools)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -57,6 +58,9 @@ class ResponsesTool(BaseModel):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    tools: list[ResponsesTool] | None = Field(
+        None, max_length=128, description="A namespace's function tools."
+    )
 
 
 class ToolChoiceObject(BaseModel):
@@ -156,6 +160,7 @@ class FunctionCallItem(BaseModel):
     call_id: str
     name: str
     arguments: str
+    namespace: str | None = Field(None, description="The namespace tool ``name`` is in, if any.")
 
 
 OutputItem = Annotated[MessageItem | ReasoningItem | FunctionCallItem, Field(discriminator="type")]
