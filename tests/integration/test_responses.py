@@ -221,3 +221,35 @@ def test_codex_request_streams_named_events_and_is_not_stored(server: ServerProc
     assert {item["type"] for item in final["output"]} <= {"message", "function_call", "reasoning"}
     with server.client() as client:
         assert client.get(f"/v1/responses/{final['id']}").status_code == 404
+
+
+def test_a_call_to_a_namespace_tool_names_its_namespace(server: ServerProcess) -> None:
+    """Codex's ``namespace`` tool (its sub-agent functions): a call comes back with the
+    namespace, and Codex's next turn, sending that call back, is answered."""
+    recorded = json.loads((ROOT / "tests/fixtures/clients/codex_responses.json").read_text())
+    space = next(tool for tool in recorded["body"]["tools"] if tool["type"] == "namespace")
+    body = {
+        "input": "Close agent 7.",
+        "tools": [space],
+        "tool_choice": {"type": "function", "name": "close_agent"},
+        "max_output_tokens": 40,
+        "temperature": 0,
+        "store": False,
+    }
+    with server.client(timeout=120) as client:
+        asked = client.post("/v1/responses", json=body)
+        assert asked.status_code == 200, asked.text
+        calls = [item for item in asked.json()["output"] if item["type"] == "function_call"]
+        assert [(call["name"], call["namespace"]) for call in calls] == [
+            ("close_agent", "multi_agent_v1")
+        ]
+        turn = [
+            {"type": "message", "role": "user", "content": "Close agent 7."},
+            calls[0],
+            {"type": "function_call_output", "call_id": calls[0]["call_id"], "output": "closed"},
+        ]
+        answered = client.post(
+            "/v1/responses",
+            json={**body, "input": turn, "tool_choice": "none", "max_output_tokens": 4},
+        )
+    assert answered.status_code == 200, answered.text

@@ -7,11 +7,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from common.chat_output import OutputDelta
-from common.errors import GenerationError
+from common.errors import BadRequestError, GenerationError
 from common.tools.calls import ToolCallDelta
 from endpoints.Anthropic.messages import stream_error
 from endpoints.Anthropic.shapes import BlockStream
@@ -22,21 +23,33 @@ from tests.support.server import ROOT
 
 
 def test_claude_code_body_becomes_the_chat_it_stands_for() -> None:
+    """The body Claude Code 2.1.197 sent: its mid-conversation ``system`` turn stays in place."""
     recorded = json.loads(
         (ROOT / "tests/fixtures/clients/claude_code_messages.json").read_text(encoding="utf-8")
     )
     chat = chat_request(MessagesRequest.model_validate(recorded["body"]))
     roles = [m.role for m in chat.messages]
-    assert roles == ["system", "user", "assistant", "tool"]
-    assistant, result = chat.messages[2], chat.messages[3]
-    assert assistant.reasoning_content and assistant.tool_calls
-    call = assistant.tool_calls[0]
-    assert call.id == result.tool_call_id == "toolu_01A09q90qw90lq917835lq9"
-    assert json.loads(call.function.arguments)["command"] == "ls *.py | wc -l"
-    assert result.content == "7"
-    assert [t.function.name for t in chat.tools or []] == ["Bash", "Read", "Edit"]
-    assert chat.enable_thinking is True and chat.reasoning_budget_tokens == 31999
-    assert chat.stream is True and chat.max_tokens == 32000 and chat.temperature == 1
+    assert roles == ["system", "user", "system", "assistant", "user"]
+    assert str(chat.messages[2].content).startswith("Available agent types")
+    assert [t.function.name for t in chat.tools or []] == ["Agent", "Bash", "Edit", "Read"]
+    assert chat.enable_thinking is True and chat.reasoning_effort == "high"  # adaptive, effort
+    assert chat.stream is True and chat.max_tokens == 200
+
+
+def test_a_system_turn_holds_text_only() -> None:
+    body = {
+        "max_tokens": 4,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "system", "content": [{"type": "image", "source": {}}]},
+        ],
+    }
+    with pytest.raises(BadRequestError, match="system message cannot hold a image block"):
+        chat_request(MessagesRequest.model_validate(body))
+    body["messages"] = body["messages"][:2]
+    chat = chat_request(MessagesRequest.model_validate(body))
+    assert [m.role for m in chat.messages] == ["user", "system"]
 
 
 def test_tool_choice_and_stop_sequences_map_to_their_chat_fields() -> None:

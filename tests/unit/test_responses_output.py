@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -12,10 +13,13 @@ import pytest
 from backends.base import GenerationChunk
 from common.chat_output import OutputDelta
 from common.chat_plan import OutputPlan
+from common.errors import BadRequestError
 from common.tools.calls import ToolCallDelta
 from endpoints.OAI.responses import _Responder
+from endpoints.OAI.responses_input import chat_request, conversation_of, tool_namespaces
 from endpoints.OAI.responses_output import OutputBuilder
 from endpoints.OAI.types.responses import ResponsesRequest
+from tests.support.server import ROOT
 
 
 def test_reasoning_then_a_call_with_only_whitespace_between_opens_no_message() -> None:
@@ -100,3 +104,35 @@ def test_a_failure_mid_stream_sends_response_failed_then_the_error() -> None:
     error = responder.error_event(RuntimeError("the engine failed"))
     assert error["type"] == "error" and error["sequence_number"] == failed["sequence_number"] + 1
     assert error["error"]["code"] == "generation_failed"
+
+
+def test_codex_namespace_tools_are_flattened_and_calls_name_their_namespace() -> None:
+    """Codex 0.171.0 groups its sub-agent tools in a ``namespace`` tool: the model sees them as
+    function tools, and a call to one names the namespace back, as Codex routes it."""
+    recorded = json.loads((ROOT / "tests/fixtures/clients/codex_responses.json").read_text())
+    body = ResponsesRequest.model_validate(recorded["body"])
+    chat = chat_request(body, conversation_of(body, []))
+    names = [tool.function.name for tool in chat.tools or []]
+    assert names == ["exec_command", "view_image", "close_agent", "resume_agent"]
+    assert chat.stream is True
+    namespaces = tool_namespaces(body)
+    assert namespaces == {"close_agent": "multi_agent_v1", "resume_agent": "multi_agent_v1"}
+    builder = OutputBuilder(namespaces)
+    events = builder.feed(OutputDelta(tool_calls=[ToolCallDelta(0, "{}", "call_1", "close_agent")]))
+    events += builder.feed(
+        OutputDelta(tool_calls=[ToolCallDelta(1, "{}", "call_2", "exec_command")])
+    )
+    events += builder.finish(incomplete=False)
+    done = [event["item"] for event in events if event["type"] == "response.output_item.done"]
+    assert [(item["name"], item["namespace"]) for item in done] == [
+        ("close_agent", "multi_agent_v1"),
+        ("exec_command", None),
+    ]
+
+
+def test_two_functions_of_one_name_are_refused() -> None:
+    function = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    space = {"type": "namespace", "name": "n", "description": "", "tools": [function]}
+    body = ResponsesRequest.model_validate({"input": "x", "tools": [function, space]})
+    with pytest.raises(BadRequestError, match="Two function tools are named 'f'"):
+        chat_request(body, conversation_of(body, []))
