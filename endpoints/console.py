@@ -53,8 +53,9 @@ class ConsoleAssets(StaticFiles):
         return response
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def console_page() -> FileResponse:
+    """The page; ``HEAD /`` answers too (Claude Code probes it before its first request)."""
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 

@@ -45,6 +45,13 @@ def test_page_and_assets_need_no_key(client: TestClient) -> None:
         assert response.headers["cache-control"] == "no-cache"
 
 
+def test_head_of_the_root_answers_without_a_body(client: TestClient) -> None:
+    """Claude Code sends ``HEAD /`` as a reachability probe before its first request."""
+    probe = client.head("/")
+    assert probe.status_code == 200 and probe.content == b""
+    assert probe.headers["content-type"].startswith("text/html")
+
+
 def test_every_script_the_page_imports_is_served(client: TestClient) -> None:
     """No build step: each relative module import must resolve to a file that is served."""
     pending, seen = ["console/js/app.js"], set()
