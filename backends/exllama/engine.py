@@ -60,6 +60,23 @@ def unique_ids(*groups: Iterable[int | None] | int | None) -> tuple[int, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def special_tokens_of(tokenizer: Any, hf_tokenizer: Any, eos_ids: tuple[int, ...]) -> SpecialTokens:
+    """The special tokens of an ExLlama (v2 or v3) tokenizer, whose attributes are named alike;
+    ``hf_tokenizer`` is its Hugging Face ``tokenizers`` object, ``eos_ids`` the settled EOS ids."""
+    bos_id = tokenizer.bos_token_id
+    pad_id = tokenizer.pad_token_id
+    return SpecialTokens(
+        bos_id=bos_id,
+        eos_ids=eos_ids,
+        pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token or None,
+        unk_token=tokenizer.unk_token,
+        add_bos_default=bos_by_default(hf_tokenizer, bos_id, tokenizer.tokenizer_config_dict),
+    )
+
+
 @dataclass
 class Limits:
     """Sizes settled at load: the context, the cache, and what a job reserves beyond its tokens."""

@@ -14,8 +14,8 @@ from typing import Any
 
 from loguru import logger
 
-from backends.base import GenerationRequest, LoadOptions, SpecialTokens
-from backends.exllama.engine import ExLlamaEngine, Limits, bos_by_default, unique_ids
+from backends.base import GenerationRequest, LoadOptions
+from backends.exllama.engine import ExLlamaEngine, Limits, special_tokens_of, unique_ids
 from backends.exllama.loading import Progress
 from backends.exllama.sampling import dry_breaker_ids, token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
@@ -81,19 +81,10 @@ class ExLlamaV3Engine(ExLlamaEngine):
         max_seq_len = native if options.max_seq_len in (None, 0, -1) else options.max_seq_len
         chunk = round_down_to_page(options.chunk_size)
         cache = cache_tokens(options.cache_size, max_seq_len, minimum=chunk)
-        bos_id = tokenizer.bos_token_id
-        pad_id = tokenizer.pad_token_id
-        special = SpecialTokens(
-            bos_id=bos_id,
-            eos_ids=unique_ids(self.config.eos_token_id_list, tokenizer.eos_token_id),
-            pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
-            bos_token=tokenizer.bos_token,
-            eos_token=tokenizer.eos_token,
-            pad_token=tokenizer.pad_token or None,
-            unk_token=tokenizer.unk_token,
-            add_bos_default=bos_by_default(
-                tokenizer.tokenizer, bos_id, tokenizer.tokenizer_config_dict
-            ),
+        special = special_tokens_of(
+            tokenizer,
+            tokenizer.tokenizer,
+            unique_ids(self.config.eos_token_id_list, tokenizer.eos_token_id),
         )
         self.settle_tokens(
             tokenizer,
