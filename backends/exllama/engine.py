@@ -33,7 +33,12 @@ from backends.base import (
     read_outbox,
 )
 from backends.exllama.driver import GeneratorDriver, JobHandle
-from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.loading import (
+    Progress,
+    WeightsLayout,
+    import_engine_library,
+    with_progress,
+)
 from backends.exllama.results import ResultReader
 from backends.exllama.sizing import cache_mode, job_room
 from common.errors import BadRequestError, UnavailableError, UnsupportedError
@@ -160,12 +165,7 @@ class ExLlamaEngine(LoraEngine):
 
     @abc.abstractmethod
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         """Weights and cache for ``config``: tensor parallel, autosplit or GB per GPU."""
 
@@ -205,15 +205,13 @@ class ExLlamaEngine(LoraEngine):
                 param="draft_model_name",
             )
         self.draft_config = config
-        self.draft_model, self.draft_cache = self._load_weights(
-            config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
-        )
+        layout = WeightsLayout(draft.cache_mode, draft.gpu_split, not draft.gpu_split)
+        self.draft_model, self.draft_cache = self._load_weights(config, layout, progress)
 
     def _load_model(self, progress: Progress) -> None:
         options = self.options
-        self.model, self.cache = self._load_weights(
-            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
-        )
+        layout = WeightsLayout(self._cache_mode, options.gpu_split, options.gpu_split_auto)
+        self.model, self.cache = self._load_weights(self.config, layout, progress)
 
     async def load(self) -> AsyncIterator[LoadProgress]:
         async for event in import_engine_library(self.library, self.extension, self.build_minutes):

@@ -15,7 +15,7 @@ from loguru import logger
 
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits
-from backends.exllama.loading import Progress
+from backends.exllama.loading import Progress, WeightsLayout
 from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
@@ -127,12 +127,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
         ).config
 
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         """Weights and a cache of ``limits.cache_tokens`` tokens: tensor parallel, autosplit or
         a manual split (GB per GPU)."""
@@ -140,18 +135,18 @@ class ExLlamaV2Engine(ExLlamaEngine):
 
         assert self.limits is not None
         tokens = self.limits.cache_tokens
-        base = cache_class(mode)
+        base = cache_class(layout.cache_mode)
         model = ExLlamaV2(config)
         try:
             if self.options.tensor_parallel:
                 model.load_tp(
-                    gpu_split=list(gpu_split) or None,
+                    gpu_split=list(layout.gpu_split) or None,
                     callback=progress,
                     expect_cache_tokens=tokens,
                     expect_cache_base=base,
                 )
                 cache = ExLlamaV2Cache_TP(model, base=base, max_seq_len=tokens)
-            elif autosplit:
+            elif layout.autosplit:
                 cache = base(model, max_seq_len=tokens, lazy=True)
                 model.load_autosplit(
                     cache,
@@ -159,7 +154,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
                     callback=progress,
                 )
             else:
-                model.load(gpu_split=list(gpu_split) or None, callback=progress)
+                model.load(gpu_split=list(layout.gpu_split) or None, callback=progress)
                 cache = base(model, max_seq_len=tokens)
         except Exception:
             model.unload()

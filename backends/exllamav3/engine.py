@@ -16,7 +16,7 @@ from loguru import logger
 
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits, special_tokens_of, unique_ids
-from backends.exllama.loading import Progress
+from backends.exllama.loading import Progress, WeightsLayout
 from backends.exllama.sampling import dry_breaker_ids, token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
@@ -109,24 +109,19 @@ class ExLlamaV3Engine(ExLlamaEngine):
         return Config.from_directory(str(draft.path))
 
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         from exllamav3 import Cache, Model
 
         limits = self.limits
         assert limits is not None
         model = Model.from_config(config)
-        cache = Cache(model, max_num_tokens=limits.cache_tokens, **cache_layer(mode))
+        cache = Cache(model, max_num_tokens=limits.cache_tokens, **cache_layer(layout.cache_mode))
         try:
             model.load(
                 callback=progress,
                 max_chunk_size=limits.chunk_size,
-                **placement(self.options, gpu_split, autosplit),
+                **placement(self.options, layout.gpu_split, layout.autosplit),
             )
         except Exception:
             model.unload()
