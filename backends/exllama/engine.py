@@ -40,6 +40,7 @@ from backends.exllama.loading import (
     with_progress,
 )
 from backends.exllama.results import ResultReader
+from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, job_room
 from common.errors import BadRequestError, UnavailableError, UnsupportedError
 
@@ -151,9 +152,19 @@ class ExLlamaEngine(LoraEngine):
     def job_reserve(self, request: GenerationRequest) -> int:
         """Cache tokens a job needs beyond its prompt and output."""
 
-    @abc.abstractmethod
     def free(self) -> None:
         """Release the model, caches and generator (worker thread stopped already)."""
+        self.drop_loras()
+        for model in (self.model, self.draft_model):
+            if model is not None:
+                model.unload()
+        self.model = self.cache = self.draft_model = self.draft_cache = None
+        self.dry_breakers.cache_clear()
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
+    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
+        """The token ids DRY treats as sequence breakers, for these breaker strings."""
+        return dry_breaker_ids(self._pieces, breakers)
 
     @abc.abstractmethod
     def read_model_files(self) -> None:

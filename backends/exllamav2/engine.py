@@ -16,7 +16,6 @@ from loguru import logger
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits
 from backends.exllama.loading import Progress, WeightsLayout
-from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
@@ -211,10 +210,6 @@ class ExLlamaV2Engine(ExLlamaEngine):
         assert self.limits is not None
         return self.limits.draft_tokens + int(request.params.token_healing)
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
-    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
-        return dry_breaker_ids(self._pieces, breakers)
-
     def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
         import torch
         from exllamav2.generator import ExLlamaV2DynamicJob
@@ -273,10 +268,5 @@ class ExLlamaV2Engine(ExLlamaEngine):
     # ----- unloading --------------------------------------------------------------------------
 
     def free(self) -> None:
-        self.drop_loras()
-        for model in (self.model, self.draft_model):
-            if model is not None:
-                model.unload()
-        self.model = self.cache = self.draft_model = self.draft_cache = None
+        super().free()
         self._ll_tokenizer = None
-        self.dry_breakers.cache_clear()

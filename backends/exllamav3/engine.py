@@ -8,7 +8,6 @@ chunk. This module imports exllamav3 only inside functions: the import fails wit
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from loguru import logger
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits, special_tokens_of, unique_ids
 from backends.exllama.loading import Progress, WeightsLayout
-from backends.exllama.sampling import dry_breaker_ids, token_biases
+from backends.exllama.sampling import token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
 from backends.sampling import SamplingParams
@@ -156,10 +155,6 @@ class ExLlamaV3Engine(ExLlamaEngine):
         assert self.limits is not None
         return 1 + self.limits.draft_tokens
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
-    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
-        return dry_breaker_ids(self._pieces, breakers)
-
     def make_sampler(self, params: SamplingParams, constrained: bool) -> Any:
         from exllamav3.generator.sampler import custom
 
@@ -217,13 +212,3 @@ class ExLlamaV3Engine(ExLlamaEngine):
     def use_loras(self, generator: Any) -> None:
         # An ExLlamaV3 LoRA attaches itself to the model; only the cached K/V must go.
         generator.pagetable.reset_page_table()
-
-    # ----- unloading --------------------------------------------------------------------------
-
-    def free(self) -> None:
-        self.drop_loras()
-        for model in (self.model, self.draft_model):
-            if model is not None:
-                model.unload()
-        self.model = self.cache = self.draft_model = self.draft_cache = None
-        self.dry_breakers.cache_clear()
