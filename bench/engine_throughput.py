@@ -58,12 +58,18 @@ def generate_loop(engine: TransformersEngine, tokens: int) -> float:
         return tokens / (time.perf_counter() - started)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stream_arguments(doc: str) -> argparse.Namespace:
+    """The command line of a streaming benchmark (``doc``: its module docstring): tokens per
+    stream, concurrent streams and rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = stream_arguments(__doc__)
 
     engine = TransformersEngine(LoadOptions(path=MODEL, name=MODEL.name))
     async for _ in engine.load():

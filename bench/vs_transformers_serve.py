@@ -15,7 +15,6 @@ alternating between them every round, and reported as the median of the rounds:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.clients import chat_body, concurrent_streams  # noqa: E402
-from bench.engine_throughput import MODEL  # noqa: E402
+from bench.engine_throughput import MODEL, stream_arguments  # noqa: E402
 from tests.support.server import API_KEY, ServerProcess, free_port  # noqa: E402
 
 
@@ -137,11 +136,7 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = stream_arguments(__doc__)
 
     in_process = InProcess(args.tokens)
     await in_process.load()

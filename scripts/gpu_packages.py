@@ -77,14 +77,24 @@ def builds(cuda: str, torches: Iterable[str], pythons: Iterable[str]) -> tuple[B
     return tuple(Build(cuda, torch, tuple(pythons)) for torch in torches)
 
 
+def exllama_release(package: str, version: str, builds: tuple[Build, ...]) -> Release:
+    """An ExLlama (v2 or v3) release: turboderp-org's wheels for Linux and Windows, named alike."""
+    return Release(
+        package=package,
+        version=version,
+        # The doubled braces stay as fields, filled for each wheel.
+        url=f"https://github.com/turboderp-org/{package}/releases/download/v{{version}}/"
+        f"{package}-{{version}}+cu{{cuda}}.torch{{torch}}-cp{{py}}-cp{{py}}-{{platform}}.whl",
+        platforms=("linux_x86_64", "win_amd64"),
+        builds=builds,
+    )
+
+
 PY310_313 = ("3.10", "3.11", "3.12", "3.13")
-EXLLAMAV2 = Release(
-    package="exllamav2",
-    version="0.3.2",
-    url="https://github.com/turboderp-org/exllamav2/releases/download/v{version}/"
-    "exllamav2-{version}+cu{cuda}.torch{torch}-cp{py}-cp{py}-{platform}.whl",
-    platforms=("linux_x86_64", "win_amd64"),
-    builds=(
+EXLLAMAV2 = exllama_release(
+    "exllamav2",
+    "0.3.2",
+    (
         *builds("118", ("2.3.1", "2.4.0"), PY310_313[:3]),
         *builds("121", ("2.3.1", "2.4.0"), PY310_313[:3]),
         *builds("118", ("2.5.0", "2.6.0"), PY310_313),
@@ -93,13 +103,10 @@ EXLLAMAV2 = Release(
         *builds("128", ("2.7.0", "2.8.0", "2.9.0"), PY310_313),
     ),
 )
-EXLLAMAV3 = Release(
-    package="exllamav3",
-    version="1.6.5",
-    url="https://github.com/turboderp-org/exllamav3/releases/download/v{version}/"
-    "exllamav3-{version}+cu{cuda}.torch{torch}-cp{py}-cp{py}-{platform}.whl",
-    platforms=("linux_x86_64", "win_amd64"),
-    builds=(
+EXLLAMAV3 = exllama_release(
+    "exllamav3",
+    "1.6.5",
+    (
         *builds("128", ("2.7.0", "2.8.0"), PY310_313),
         *builds("128", ("2.9.0", "2.10.0"), (*PY310_313, "3.14")),
         *builds("128", ("2.11.0",), ("3.12", "3.13", "3.14")),

@@ -33,8 +33,14 @@ from backends.base import (
     read_outbox,
 )
 from backends.exllama.driver import GeneratorDriver, JobHandle
-from backends.exllama.loading import Progress, import_engine_library, with_progress
+from backends.exllama.loading import (
+    Progress,
+    WeightsLayout,
+    import_engine_library,
+    with_progress,
+)
 from backends.exllama.results import ResultReader
+from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, job_room
 from common.errors import BadRequestError, UnavailableError, UnsupportedError
 
@@ -58,6 +64,23 @@ def unique_ids(*groups: Iterable[int | None] | int | None) -> tuple[int, ...]:
         items = [group] if group is None or isinstance(group, int) else list(group)
         found += [int(i) for i in items if i is not None and int(i) >= 0]
     return tuple(dict.fromkeys(found))
+
+
+def special_tokens_of(tokenizer: Any, hf_tokenizer: Any, eos_ids: tuple[int, ...]) -> SpecialTokens:
+    """The special tokens of an ExLlama (v2 or v3) tokenizer, whose attributes are named alike;
+    ``hf_tokenizer`` is its Hugging Face ``tokenizers`` object, ``eos_ids`` the settled EOS ids."""
+    bos_id = tokenizer.bos_token_id
+    pad_id = tokenizer.pad_token_id
+    return SpecialTokens(
+        bos_id=bos_id,
+        eos_ids=eos_ids,
+        pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token or None,
+        unk_token=tokenizer.unk_token,
+        add_bos_default=bos_by_default(hf_tokenizer, bos_id, tokenizer.tokenizer_config_dict),
+    )
 
 
 @dataclass
@@ -129,9 +152,19 @@ class ExLlamaEngine(LoraEngine):
     def job_reserve(self, request: GenerationRequest) -> int:
         """Cache tokens a job needs beyond its prompt and output."""
 
-    @abc.abstractmethod
     def free(self) -> None:
         """Release the model, caches and generator (worker thread stopped already)."""
+        self.drop_loras()
+        for model in (self.model, self.draft_model):
+            if model is not None:
+                model.unload()
+        self.model = self.cache = self.draft_model = self.draft_cache = None
+        self.dry_breakers.cache_clear()
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
+    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
+        """The token ids DRY treats as sequence breakers, for these breaker strings."""
+        return dry_breaker_ids(self._pieces, breakers)
 
     @abc.abstractmethod
     def read_model_files(self) -> None:
@@ -143,12 +176,7 @@ class ExLlamaEngine(LoraEngine):
 
     @abc.abstractmethod
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         """Weights and cache for ``config``: tensor parallel, autosplit or GB per GPU."""
 
@@ -188,15 +216,13 @@ class ExLlamaEngine(LoraEngine):
                 param="draft_model_name",
             )
         self.draft_config = config
-        self.draft_model, self.draft_cache = self._load_weights(
-            config, draft.cache_mode, draft.gpu_split, not draft.gpu_split, progress
-        )
+        layout = WeightsLayout(draft.cache_mode, draft.gpu_split, not draft.gpu_split)
+        self.draft_model, self.draft_cache = self._load_weights(config, layout, progress)
 
     def _load_model(self, progress: Progress) -> None:
         options = self.options
-        self.model, self.cache = self._load_weights(
-            self.config, self._cache_mode, options.gpu_split, options.gpu_split_auto, progress
-        )
+        layout = WeightsLayout(self._cache_mode, options.gpu_split, options.gpu_split_auto)
+        self.model, self.cache = self._load_weights(self.config, layout, progress)
 
     async def load(self) -> AsyncIterator[LoadProgress]:
         async for event in import_engine_library(self.library, self.extension, self.build_minutes):

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +20,16 @@ from common.errors import UnavailableError
 
 Progress = Callable[[int, int], None]
 BUILD_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """How one model (the main or the draft) is loaded: its cache mode, and its split over the
+    GPUs (GB per GPU, or an autosplit; under tensor parallel the split is per device)."""
+
+    cache_mode: str
+    gpu_split: tuple[float, ...]
+    autosplit: bool
 
 
 async def with_progress(

@@ -15,8 +15,7 @@ from loguru import logger
 
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits
-from backends.exllama.loading import Progress
-from backends.exllama.sampling import dry_breaker_ids
+from backends.exllama.loading import Progress, WeightsLayout
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
@@ -127,12 +126,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
         ).config
 
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         """Weights and a cache of ``limits.cache_tokens`` tokens: tensor parallel, autosplit or
         a manual split (GB per GPU)."""
@@ -140,18 +134,18 @@ class ExLlamaV2Engine(ExLlamaEngine):
 
         assert self.limits is not None
         tokens = self.limits.cache_tokens
-        base = cache_class(mode)
+        base = cache_class(layout.cache_mode)
         model = ExLlamaV2(config)
         try:
             if self.options.tensor_parallel:
                 model.load_tp(
-                    gpu_split=list(gpu_split) or None,
+                    gpu_split=list(layout.gpu_split) or None,
                     callback=progress,
                     expect_cache_tokens=tokens,
                     expect_cache_base=base,
                 )
                 cache = ExLlamaV2Cache_TP(model, base=base, max_seq_len=tokens)
-            elif autosplit:
+            elif layout.autosplit:
                 cache = base(model, max_seq_len=tokens, lazy=True)
                 model.load_autosplit(
                     cache,
@@ -159,7 +153,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
                     callback=progress,
                 )
             else:
-                model.load(gpu_split=list(gpu_split) or None, callback=progress)
+                model.load(gpu_split=list(layout.gpu_split) or None, callback=progress)
                 cache = base(model, max_seq_len=tokens)
         except Exception:
             model.unload()
@@ -215,10 +209,6 @@ class ExLlamaV2Engine(ExLlamaEngine):
         healed token takes one more place."""
         assert self.limits is not None
         return self.limits.draft_tokens + int(request.params.token_healing)
-
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
-    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
-        return dry_breaker_ids(self._pieces, breakers)
 
     def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
         import torch
@@ -278,10 +268,5 @@ class ExLlamaV2Engine(ExLlamaEngine):
     # ----- unloading --------------------------------------------------------------------------
 
     def free(self) -> None:
-        self.drop_loras()
-        for model in (self.model, self.draft_model):
-            if model is not None:
-                model.unload()
-        self.model = self.cache = self.draft_model = self.draft_cache = None
+        super().free()
         self._ll_tokenizer = None
-        self.dry_breakers.cache_clear()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import SpecialTokens
-from backends.exllama.engine import bos_by_default, unique_ids
+from backends.exllama.engine import special_tokens_of, unique_ids
 from backends.exllama.sizing import rope_alpha
 from common.errors import BadRequestError
 
@@ -65,20 +65,7 @@ def special_tokens(config: Any, tokenizer: Any) -> SpecialTokens:
     eos_ids = unique_ids(
         config.eos_token_id, generation.get("eos_token_id"), tokenizer.eos_token_id
     )
-    bos_id = tokenizer.bos_token_id
-    pad_id = tokenizer.pad_token_id
-    return SpecialTokens(
-        bos_id=bos_id,
-        eos_ids=eos_ids,
-        pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
-        bos_token=tokenizer.bos_token,
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token or None,
-        unk_token=tokenizer.unk_token,
-        add_bos_default=bos_by_default(
-            tokenizer.tokenizer_model.hf_tokenizer, bos_id, tokenizer.tokenizer_config_dict
-        ),
-    )
+    return special_tokens_of(tokenizer, tokenizer.tokenizer_model.hf_tokenizer, eos_ids)
 
 
 def read_tokenizer(config: Any) -> Any:

@@ -8,16 +8,15 @@ chunk. This module imports exllamav3 only inside functions: the import fails wit
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from backends.base import GenerationRequest, LoadOptions, SpecialTokens
-from backends.exllama.engine import ExLlamaEngine, Limits, bos_by_default, unique_ids
-from backends.exllama.loading import Progress
-from backends.exllama.sampling import dry_breaker_ids, token_biases
+from backends.base import GenerationRequest, LoadOptions
+from backends.exllama.engine import ExLlamaEngine, Limits, special_tokens_of, unique_ids
+from backends.exllama.loading import Progress, WeightsLayout
+from backends.exllama.sampling import token_biases
 from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav3 import sampler
 from backends.sampling import SamplingParams
@@ -81,19 +80,10 @@ class ExLlamaV3Engine(ExLlamaEngine):
         max_seq_len = native if options.max_seq_len in (None, 0, -1) else options.max_seq_len
         chunk = round_down_to_page(options.chunk_size)
         cache = cache_tokens(options.cache_size, max_seq_len, minimum=chunk)
-        bos_id = tokenizer.bos_token_id
-        pad_id = tokenizer.pad_token_id
-        special = SpecialTokens(
-            bos_id=bos_id,
-            eos_ids=unique_ids(self.config.eos_token_id_list, tokenizer.eos_token_id),
-            pad_id=pad_id if pad_id is not None and pad_id >= 0 else None,
-            bos_token=tokenizer.bos_token,
-            eos_token=tokenizer.eos_token,
-            pad_token=tokenizer.pad_token or None,
-            unk_token=tokenizer.unk_token,
-            add_bos_default=bos_by_default(
-                tokenizer.tokenizer, bos_id, tokenizer.tokenizer_config_dict
-            ),
+        special = special_tokens_of(
+            tokenizer,
+            tokenizer.tokenizer,
+            unique_ids(self.config.eos_token_id_list, tokenizer.eos_token_id),
         )
         self.settle_tokens(
             tokenizer,
@@ -118,24 +108,19 @@ class ExLlamaV3Engine(ExLlamaEngine):
         return Config.from_directory(str(draft.path))
 
     def _load_weights(
-        self,
-        config: Any,
-        mode: str,
-        gpu_split: tuple[float, ...],
-        autosplit: bool,
-        progress: Progress,
+        self, config: Any, layout: WeightsLayout, progress: Progress
     ) -> tuple[Any, Any]:
         from exllamav3 import Cache, Model
 
         limits = self.limits
         assert limits is not None
         model = Model.from_config(config)
-        cache = Cache(model, max_num_tokens=limits.cache_tokens, **cache_layer(mode))
+        cache = Cache(model, max_num_tokens=limits.cache_tokens, **cache_layer(layout.cache_mode))
         try:
             model.load(
                 callback=progress,
                 max_chunk_size=limits.chunk_size,
-                **placement(self.options, gpu_split, autosplit),
+                **placement(self.options, layout.gpu_split, layout.autosplit),
             )
         except Exception:
             model.unload()
@@ -169,10 +154,6 @@ class ExLlamaV3Engine(ExLlamaEngine):
         """ExLlamaV3 keeps one token and a draft window free beyond the output."""
         assert self.limits is not None
         return 1 + self.limits.draft_tokens
-
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - one engine per load, freed with it
-    def dry_breakers(self, breakers: tuple[str, ...]) -> frozenset[int]:
-        return dry_breaker_ids(self._pieces, breakers)
 
     def make_sampler(self, params: SamplingParams, constrained: bool) -> Any:
         from exllamav3.generator.sampler import custom
@@ -231,13 +212,3 @@ class ExLlamaV3Engine(ExLlamaEngine):
     def use_loras(self, generator: Any) -> None:
         # An ExLlamaV3 LoRA attaches itself to the model; only the cached K/V must go.
         generator.pagetable.reset_page_table()
-
-    # ----- unloading --------------------------------------------------------------------------
-
-    def free(self) -> None:
-        self.drop_loras()
-        for model in (self.model, self.draft_model):
-            if model is not None:
-                model.unload()
-        self.model = self.cache = self.draft_model = self.draft_cache = None
-        self.dry_breakers.cache_clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -38,10 +38,11 @@ from endpoints.OAI.types.chat import (
     ChatStreamChoice,
     ImagePart,
 )
-from endpoints.OAI.types.common import schema_of
+from endpoints.OAI.types.common import Usage, schema_of
 from endpoints.state import ServerState
 
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+Envelope = TypeVar("Envelope", ChatCompletionResponse, ChatCompletionChunk)
 
 
 def _message_dict(message: ChatMessage) -> dict[str, Any]:
@@ -268,20 +269,22 @@ def _response(plan: ChatPlan, completions: list[Completion]) -> ChatCompletionRe
                 stop_reason=completion.stop_reason,
             )
         )
-    return ChatCompletionResponse(
-        id=plan.id,
-        created=plan.created,
-        model=plan.model,
-        system_fingerprint=fingerprint(plan.backend),
-        choices=choices,
-        usage=usage_of(completions, plan.prompt_tokens),
+    return _envelope(
+        ChatCompletionResponse, plan, choices, usage_of(completions, plan.prompt_tokens)
     )
 
 
 def _chunk(
-    plan: ChatPlan, choices: list[ChatStreamChoice], usage: Any = None
+    plan: ChatPlan, choices: list[ChatStreamChoice], usage: Usage | None = None
 ) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
+    return _envelope(ChatCompletionChunk, plan, choices, usage)
+
+
+def _envelope(
+    kind: type[Envelope], plan: ChatPlan, choices: list[Any], usage: Usage | None
+) -> Envelope:
+    """The answer or a stream chunk (``kind``) around ``choices``: the plan's id, time, model."""
+    return kind(
         id=plan.id,
         created=plan.created,
         model=plan.model,

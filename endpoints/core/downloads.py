@@ -8,14 +8,13 @@ way a client that disconnects cancels the download and its files are removed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from common.downloads import DownloadPlan, DownloadProgress, download, plan_download
+from common.downloads import DownloadPlan, download, plan_download
 from endpoints.core.types import DownloadProgressEvent, DownloadRequest, DownloadResponse
 from endpoints.dependencies import get_state, require_admin
 from endpoints.streaming import cancel_on_disconnect, sse_response
@@ -23,13 +22,9 @@ from endpoints.streaming import cancel_on_disconnect, sse_response
 router = APIRouter(tags=["Downloads"])
 
 
-def _event(progress: DownloadProgress) -> DownloadProgressEvent:
-    return DownloadProgressEvent(**dataclasses.asdict(progress))
-
-
 async def _events(plan: DownloadPlan) -> AsyncIterator[DownloadProgressEvent]:
     async for progress in download(plan):
-        yield _event(progress)
+        yield DownloadProgressEvent(progress)
 
 
 async def _to_the_end(plan: DownloadPlan) -> DownloadResponse:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel
 
+from common.downloads import DownloadProgress
 from endpoints.OAI.types.chat import ChatMessage
 
 
@@ -224,16 +225,8 @@ class DownloadRequest(BaseModel):
     stream: bool = Field(False, description="Stream progress as SSE instead of waiting.")
 
 
-class DownloadProgressEvent(BaseModel):
-    repo_id: str
-    files: int
-    files_done: int
-    bytes_total: int
-    bytes_done: int
-    bytes_per_second: float
-    file: str | None = None
-    status: Literal["processing", "finished"] = "processing"
-    download_path: str | None = None
+class DownloadProgressEvent(RootModel[DownloadProgress]):
+    """One step of a streamed download: its :class:`DownloadProgress` record, as JSON."""
 
 
 class DownloadResponse(BaseModel):

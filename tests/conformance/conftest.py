@@ -24,7 +24,7 @@ from backends.registry import engine_class, unavailable_reason
 from tests.conftest import DEFAULT_GGUF_MODEL, DEFAULT_MODEL
 from tests.support.server import ROOT, ServerProcess
 from tests.support.tiny_lora import build_tiny_lora
-from tests.support.tiny_model import build_tiny_model
+from tests.support.tiny_model import build_tiny_exllama_model
 
 # The stand-ins first: their tests run while the transformers server still starts.
 ENGINES = ("exllamav2", "exllamav3", "transformers", "llamacpp")
@@ -94,16 +94,7 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         pytest.fail(f"{exc}: run ./test.sh, whose set-up installs exllamav2 for the CPU tests")
     base = tmp_path_factory.mktemp("conformance")
     models, loras = base / "models", base / "loras"
-    # An fp16 Llama ExLlamaV2 accepts: projections multiples of 32, head_dim 64.
-    tiny = build_tiny_model(
-        models / "tiny",
-        hidden_size=128,
-        intermediate_size=256,
-        heads=2,
-        kv_heads=2,
-        head_dim=64,
-        dtype="float16",
-    )
+    tiny = build_tiny_exllama_model(models / "tiny")
     if not DEFAULT_GGUF_MODEL.is_dir():
         pytest.fail("the default model's GGUF is missing: run ./test.sh (it fetches it)")
     servers = {

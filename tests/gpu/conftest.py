@@ -7,8 +7,6 @@ compare them with the transformers engine's model; scripts/gpu_check.sh runs the
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ROOT, ServerProcess
+from tests.support.scripts import import_script
+from tests.support.server import ServerProcess
 
 ENGINES = ("exllamav2", "exllamav3")
 
@@ -42,12 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def check() -> ModuleType:
     """scripts/gpu_check.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_script("gpu_check")
 
 
 @pytest.fixture(scope="session")

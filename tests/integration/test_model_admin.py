@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,25 +10,17 @@ import httpx
 import pytest
 
 from tests.conftest import DEFAULT_MODEL
+from tests.support.files import link_tree
 from tests.support.server import ServerProcess
 from tests.support.sse import json_events
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Copy a model folder cheaply (hard links where the file system allows)."""
-    try:
-        shutil.copytree(source, target, copy_function=os.link)
-    except OSError:
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target)
 
 
 @pytest.fixture(scope="module")
 def models_dir(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("admin-models")
-    _link_tree(tiny_models / "tiny-a", base / "tiny-a")
-    _link_tree(tiny_models / "tiny-b", base / "nested" / "tiny-b")
-    _link_tree(DEFAULT_MODEL, base / DEFAULT_MODEL.name)
+    link_tree(tiny_models / "tiny-a", base / "tiny-a")
+    link_tree(tiny_models / "tiny-b", base / "nested" / "tiny-b")
+    link_tree(DEFAULT_MODEL, base / DEFAULT_MODEL.name)
     (base / "not-a-model").mkdir()
     (base / "not-a-model" / "notes.txt").write_text("hello")
     corrupt = base / "corrupt"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.server import API_KEY, ROOT, ServerProcess
+from tests.support.server import API_KEY, ServerProcess, run_main
 from tests.support.sse import json_events
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -325,13 +323,7 @@ def test_the_configured_preset_applies_from_start_up(tmp_path: Path) -> None:
 
 
 def test_a_missing_start_up_preset_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "--override-preset", "no-such-preset"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_main(["--override-preset", "no-such-preset"], tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "override_preset" in result.stderr and "no-such-preset" in result.stderr

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
+from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess, run_main
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
@@ -38,13 +36,7 @@ def test_without_config_the_default_model_loads(tmp_path: Path) -> None:
 
 
 def test_busy_port_exits_with_one_line(server: ServerProcess, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "--port", str(server.port)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_main(["--port", str(server.port)], tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "already in use" in result.stderr

@@ -9,6 +9,10 @@ from typing import Any
 
 import httpx
 
+# Kobold Lite's default sampler_order, and the samplers Serval runs for it, in that order.
+LITE_SAMPLER_ORDER = [6, 0, 1, 3, 4, 2, 5]
+LITE_SAMPLERS = ("penalties", "top_k", "top_a", "tfs", "typical", "top_p", "temperature")
+
 # How Kobold Lite reads SSE (kobold_api_stream_sse): LF line ends, "event:" before "data:".
 LITE_EVENT = re.compile(r"^event: ([^\r\n]*)\ndata: ([^\r\n]*)\n\n", re.M)
 

@@ -24,6 +24,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``main.py`` with ``args``, run to its exit in ``cwd``; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class ServerProcess:
     """``python main.py`` run in ``workdir`` with its own config and keys (``entry``: another
     launcher of main.py, such as the stand-in one for the GPU engines)."""

@@ -19,19 +19,14 @@ import sys
 from typing import Any
 
 from backends import registry
-from backends.exllama.loading import Progress
+from backends.exllama.loading import Progress, WeightsLayout
 from tests.support import exllamav3_standin
 from tests.support.exllamav2_stub import import_exllamav2
 from tests.support.scripted_generator import ScriptedGenerator
 
 
 def _v2_weights(
-    engine: Any,
-    config: Any,
-    mode: str,
-    gpu_split: tuple[float, ...],
-    autosplit: bool,
-    progress: Progress,
+    engine: Any, config: Any, layout: WeightsLayout, progress: Progress
 ) -> tuple[Any, Any]:
     """A real ``ExLlamaV2`` model object with every module on the CPU and no weights."""
     from exllamav2 import ExLlamaV2

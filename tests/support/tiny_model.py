@@ -88,3 +88,17 @@ def build_tiny_model(
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(target)
     return target
+
+
+def build_tiny_exllama_model(target: Path) -> Path:
+    """The smallest fp16 Llama that ExLlamaV2 accepts (projections multiples of 32, head_dim
+    64), written at ``target``."""
+    return build_tiny_model(
+        target,
+        hidden_size=128,
+        intermediate_size=256,
+        heads=2,
+        kv_heads=2,
+        head_dim=64,
+        dtype="float16",
+    )

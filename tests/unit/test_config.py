@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import yaml
 
 from common.config import ConfigError, ServalConfig, build_config, export_sample, load_config
 from main import build_parser, cli_values
+from tests.support.server import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,13 +94,7 @@ def test_bad_config_file_exits_with_one_clear_line(
     tmp_path: Path, content: str, expected: str
 ) -> None:
     (tmp_path / "config.yml").write_text(content)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_main([], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

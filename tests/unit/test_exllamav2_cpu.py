@@ -21,7 +21,7 @@ from common.errors import ContextLengthError
 from common.generation import collect
 from common.grammar import from_json_schema
 from tests.support.scripted_generator import ScriptedGenerator
-from tests.support.tiny_model import build_tiny_model
+from tests.support.tiny_model import build_tiny_exllama_model
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,7 @@ def exllamav2() -> Any:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny fp16 Llama that ExLlamaV2 accepts: projections multiples of 32, head_dim 64."""
-    return build_tiny_model(
-        tmp_path_factory.mktemp("exl2") / "tiny",
-        hidden_size=128,
-        intermediate_size=256,
-        heads=2,
-        kv_heads=2,
-        head_dim=64,
-        dtype="float16",
-    )
+    return build_tiny_exllama_model(tmp_path_factory.mktemp("exl2") / "tiny")
 
 
 def engine_for(model_dir: Path, **options: Any) -> Any:

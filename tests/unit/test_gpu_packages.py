@@ -3,13 +3,12 @@ Python, torch, CUDA and platform, and the one-line messages for what is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from types import ModuleType
 
 import pytest
 
-from tests.support.server import ROOT
+from tests.support.scripts import import_script
 
 RELEASES = "https://github.com/turboderp-org"
 FLASH = "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3"
@@ -17,13 +16,7 @@ FLASH = "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3"
 
 @pytest.fixture(scope="module")
 def gp() -> ModuleType:
-    path = ROOT / "scripts" / "gpu_packages.py"
-    spec = importlib.util.spec_from_file_location("gpu_packages", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_packages"] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_script("gpu_packages")
 
 
 def machine(gp: ModuleType, python: str, torch: str | None = None, **more: object) -> object:

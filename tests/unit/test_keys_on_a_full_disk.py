@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from common.auth import KeyLevel, KeyStore
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.server import free_port, run_main
 
 
 def _no_space(*args: object, **kwargs: object) -> None:
@@ -38,22 +35,8 @@ def test_adding_a_key_on_a_full_disk_keeps_the_old_file(
 
 def test_an_unusable_keys_file_stops_the_server_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "api_tokens.yml").mkdir()  # cannot be read as a file
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "--port", str(_free_port()), "--model-name", ""],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_main(["--port", str(free_port()), "--model-name", ""], tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("serval: cannot use api_tokens.yml")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

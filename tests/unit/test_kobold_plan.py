@@ -15,6 +15,7 @@ from common.sampling import resolve
 from endpoints.Kobold.jobs import JobRegistry, Update, owner_of
 from endpoints.Kobold.plan import fit_prompt, generation_budget, keep_tail, kobold_params
 from endpoints.Kobold.types.generation import GenerateRequest
+from tests.support.kobold import LITE_SAMPLER_ORDER, LITE_SAMPLERS
 
 BOS = 1
 
@@ -54,7 +55,7 @@ def test_kobold_names_map_onto_shared_settings() -> None:
             "max_length": 12,
             "rep_pen": 1.1,
             "rep_pen_range": 0,
-            "sampler_order": [6, 0, 1, 3, 4, 2, 5, 0],
+            "sampler_order": [*LITE_SAMPLER_ORDER, 0],  # a repeated id counts once
             "sampler_seed": 7,
             "use_default_badwordsids": True,
             "stop_sequence": ["\n", None, ""],
@@ -66,15 +67,7 @@ def test_kobold_names_map_onto_shared_settings() -> None:
     assert params.max_tokens == 12
     assert params.repetition_penalty == 1.1
     assert params.penalty_range == 0  # the whole context
-    assert params.sampler_order == (
-        "penalties",
-        "top_k",
-        "top_a",
-        "tfs",
-        "typical",
-        "top_p",
-        "temperature",
-    )
+    assert params.sampler_order == LITE_SAMPLERS
     assert params.seed == 7
     assert params.ban_eos_token is True
     assert params.stop == ("\n",)

@@ -19,6 +19,7 @@ from common.sampling import (
     load_preset,
     resolve,
 )
+from tests.support.kobold import LITE_SAMPLER_ORDER, LITE_SAMPLERS
 
 ALIASES = [
     ("max_completion_tokens", "max_tokens", 5),
@@ -223,15 +224,7 @@ def test_max_tokens_zero_means_fill_the_context() -> None:
 
 
 def test_kobold_sampler_order_maps_ids_and_refuses_unknown_ones() -> None:
-    assert kobold_sampler_order([6, 0, 1, 3, 4, 2, 5]) == (
-        "penalties",
-        "top_k",
-        "top_a",
-        "tfs",
-        "typical",
-        "top_p",
-        "temperature",
-    )
+    assert kobold_sampler_order(LITE_SAMPLER_ORDER) == LITE_SAMPLERS
     with pytest.raises(BadRequestError, match="Unknown sampler id 7"):
         kobold_sampler_order([0, 7])
 

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from common.sampling import SamplerRequest
-from endpoints.OAI.types.common import ResponseFormat, StreamOptions, Usage
+from endpoints.OAI.types.common import ChoicesEnvelope, ResponseFormat, StreamOptions
 
 
 class TextPart(BaseModel):
@@ -175,14 +175,9 @@ class ChatChoice(BaseModel):
     stop_reason: str | int | None = None
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(ChoicesEnvelope):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[ChatChoice]
-    usage: Usage | None = None
 
 
 class _SetFieldsOnly(BaseModel):
@@ -222,11 +217,6 @@ class ChatStreamChoice(BaseModel):
     finish_reason: ChatFinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(ChoicesEnvelope):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[ChatStreamChoice]
-    usage: Usage | None = None

@@ -53,3 +53,16 @@ def schema_of(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     if schema is True or schema == {}:
         return {"type": "object"}
     return schema if isinstance(schema, dict) else {"not": {}}
+
+
+class ChoicesEnvelope(BaseModel):
+    """The fields around the choices of a completion, a chat completion and a chat chunk, in
+    OpenAI's order; each subclass narrows ``object`` and ``choices`` to its own."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[Any]
+    usage: Usage | None = None

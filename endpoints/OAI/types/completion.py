@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from common.sampling import SamplerRequest
-from endpoints.OAI.types.common import ResponseFormat, StreamOptions, Usage
+from endpoints.OAI.types.common import ChoicesEnvelope, ResponseFormat, StreamOptions
 
 Prompt = str | list[str] | list[int] | list[list[int]]
 
@@ -63,11 +63,6 @@ class CompletionChoice(BaseModel):
     )
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(ChoicesEnvelope):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
-    usage: Usage | None = None

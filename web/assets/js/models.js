@@ -175,20 +175,32 @@ export class ModelsPage {
     await this.refresh();
   }
 
-  async showLoras() {
-    const list = $("lora-list");
-    let loras;
+  /**
+   * The `data` list at `path`, a feature the server may lack; null when it failed. The
+   * `prefix`-unavailable note shows for a 404, the `prefix`-message for other errors, and the
+   * `prefix`-controls are hidden (on success the caller shows them as fits).
+   */
+  async optionalList(path, prefix) {
     try {
-      loras = (await this.api.get("v1/loras", this.signal)).data || [];
+      const data = (await this.api.get(path, this.signal)).data || [];
+      $(`${prefix}-unavailable`).hidden = true;
+      return data;
     } catch (error) {
       const missing = error instanceof ApiError && error.status === 404;
-      $("lora-unavailable").hidden = !missing;
-      $("lora-controls").hidden = true;
+      $(`${prefix}-unavailable`).hidden = !missing;
+      $(`${prefix}-controls`).hidden = true;
+      if (!missing) say($(`${prefix}-message`), describeError(error), true);
+      return null;
+    }
+  }
+
+  async showLoras() {
+    const list = $("lora-list");
+    const loras = await this.optionalList("v1/loras", "lora");
+    if (!loras) {
       list.replaceChildren();
-      if (!missing) say($("lora-message"), describeError(error), true);
       return;
     }
-    $("lora-unavailable").hidden = true;
     $("lora-controls").hidden = !this.admin;
     const active = new Set((this.loaded && this.loaded.parameters?.loras) || []);
     if (!loras.length) {
@@ -235,17 +247,8 @@ export class ModelsPage {
   async showTemplates() {
     const current = this.loaded?.parameters?.prompt_template || null;
     $("template-current").textContent = current || (this.loaded ? "none" : "—");
-    let names;
-    try {
-      names = (await this.api.get("v1/templates", this.signal)).data || [];
-    } catch (error) {
-      const missing = error instanceof ApiError && error.status === 404;
-      $("template-unavailable").hidden = !missing;
-      $("template-controls").hidden = true;
-      if (!missing) say($("template-message"), describeError(error), true);
-      return;
-    }
-    $("template-unavailable").hidden = true;
+    const names = await this.optionalList("v1/templates", "template");
+    if (!names) return;
     $("template-controls").hidden = !this.admin || !this.loaded;
     const options = names.map((name) =>
       el("option", { value: name, text: name, selected: name === current }),

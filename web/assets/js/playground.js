@@ -122,9 +122,18 @@ export class PlaygroundPage {
     }
   }
 
-  /** The request body: the model (when known), the samplers, then `fields`. */
+  /**
+   * The request body: the model (when known), the samplers, then `fields`; null, with the
+   * reason shown, when the sampler form does not make one.
+   */
   body(fields) {
-    const values = samplerValues($("sampler-form"), $("s-extra").value);
+    let values;
+    try {
+      values = samplerValues($("sampler-form"), $("s-extra").value);
+    } catch (error) {
+      say($("playground-error"), error.message, true);
+      return null;
+    }
     return {
       ...(this.modelId ? { model: this.modelId } : {}),
       ...values,
@@ -150,13 +159,8 @@ export class PlaygroundPage {
       ...this.history,
       { role: "user", content: text },
     ];
-    let body;
-    try {
-      body = this.body({ messages });
-    } catch (error) {
-      say($("playground-error"), error.message, true);
-      return;
-    }
+    const body = this.body({ messages });
+    if (!body) return;
     this.history.push({ role: "user", content: text });
     input.value = "";
     const log = $("chat-log");
@@ -193,13 +197,8 @@ export class PlaygroundPage {
     if (this.running) return;
     const prompt = $("completion-prompt").value;
     if (!prompt.trim()) return;
-    let body;
-    try {
-      body = this.body({ prompt });
-    } catch (error) {
-      say($("playground-error"), error.message, true);
-      return;
-    }
+    const body = this.body({ prompt });
+    if (!body) return;
     const output = $("completion-output");
     output.textContent = "";
     await this.stream(
