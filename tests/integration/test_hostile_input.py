@@ -94,7 +94,7 @@ TOOL = {"name": "f", "input_schema": {"type": "object"}}
     ("path", "body"),
     [
         ("/v1/messages", {"max_tokens": 4, "messages": []}),
-        ("/v1/messages", {"max_tokens": 4, "messages": [{"role": "system", "content": "x"}]}),
+        ("/v1/messages", {"max_tokens": 4, "messages": [{"role": "robot", "content": "x"}]}),
         ("/v1/messages", {"max_tokens": 4, "messages": [{"role": "user", "content": [{}]}]}),
         (
             "/v1/messages",
