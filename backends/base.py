@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, TypeVar
@@ -66,6 +66,7 @@ class LoadOptions:
     # The largest share of the batch rows that the jobs of one owner may hold (engines that
     # schedule their own batch, the transformers engine, keep the rest for other owners).
     owner_share: float = 1.0
+    vision: bool = False  # load the vision part of a vision-language model
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,22 @@ class EngineInfo:
     device: str = "cpu"
     draft: str | None = None
     loras: tuple[tuple[str, float], ...] = ()
+    vision: bool = False  # the vision part is loaded: chat messages may hold images
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a request, already checked (``common/images.py``): the encoded file
+    (PNG, JPEG, ...) within the size and pixel limits, and the SHA-256 of its bytes, which is
+    what an engine keys its cached image embeddings on."""
+
+    data: bytes
+    digest: str
+    width: int
+    height: int
+
+
+NO_IMAGES = "The loaded model does not take images (load a vision model with model.vision)."
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,9 @@ class GenerationRequest:
     # Whose job this is (an opaque name for the caller, never a key): waiting jobs of
     # different owners take turns for the batch.
     owner: str = ""
+    # The images of the prompt, in the order of their placeholders in ``prompt_ids`` (which
+    # the engine's ``prepare_images`` wrote).
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass
@@ -269,6 +289,14 @@ class Engine(abc.ABC):
     def unsupported_params(self, params: SamplingParams) -> list[str]:
         """Sampler settings of ``params`` this engine cannot apply (reported, never hidden)."""
         return []
+
+    async def prepare_images(
+        self, prompt_ids: list[int], images: Sequence[ImageInput]
+    ) -> list[int]:
+        """``prompt_ids`` with the placeholder the chat template wrote for each of ``images``
+        (in order) replaced by the tokens the model reads the image as; a job with these ids
+        and ``images`` sees the pictures. Only an engine whose ``info().vision`` is true can."""
+        raise UnsupportedError(NO_IMAGES, param="messages")
 
     @abc.abstractmethod
     async def cancel_all(self) -> None:

@@ -41,6 +41,11 @@ class NetworkConfig(Section):
     disable_fetch_requests: bool = Field(
         False, description="Refuse to fetch remote URLs named in requests (images)."
     )
+    allow_private_image_urls: bool = Field(
+        False,
+        description="Fetch image URLs that lead to loopback, private or link-local addresses "
+        "(off: only public addresses are fetched).",
+    )
     send_tracebacks: bool = Field(
         False, description="Include Python tracebacks in error responses (for debugging only)."
     )
@@ -288,6 +293,22 @@ class LimitsConfig(Section):
     )
     responses_ttl: float = Field(
         3600.0, gt=0, description="Seconds a stored /v1/responses answer is kept."
+    )
+    max_images: int = Field(8, ge=0, le=256, description="Most images in one chat request.")
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest image file (decoded or fetched), in bytes."
+    )
+    max_image_pixels: int = Field(
+        16_777_216,
+        ge=1,
+        le=178_956_970,
+        description="Most pixels (width x height) in one image; larger ones are refused unread.",
+    )
+    image_fetch_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds fetching one image URL may take in all."
+    )
+    image_fetch_redirects: int = Field(
+        3, ge=0, le=10, description="Most redirects followed when fetching an image URL."
     )
 
 

@@ -18,6 +18,7 @@ from backends.base import (
     GenerationRequest,
     GenerationStats,
     GrammarSpec,
+    ImageInput,
     ModelView,
     TokenLogprob,
 )
@@ -102,6 +103,7 @@ class JobOptions:
     prompt_logprobs: bool = False
     grammar: GrammarSpec | None = None
     generate_nothing: bool = False  # echo with max_tokens 0: the prompt's logprobs only
+    images: tuple[ImageInput, ...] = ()  # the prompt's images (chat with a vision model)
 
 
 PLAIN_JOB = JobOptions()
@@ -146,6 +148,7 @@ def build_request(
         logprobs=options.logprobs,
         prompt_logprobs=options.prompt_logprobs,
         grammar=options.grammar,
+        images=options.images,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from backends.base import (
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
+    ImageInput,
     LoadOptions,
     LoadProgress,
     LoraEngine,
@@ -57,6 +58,7 @@ LOAD_KEYS = (
     "tensor_parallel",
     "dtype",
     "prompt_template",
+    "vision",
 )
 DRAFT_KEYS = (
     "draft_model_name",
@@ -256,6 +258,7 @@ class ModelContainer:
             dtype=s.dtype,
             draft=self._draft_options(plan),
             owner_share=self.config.network.key_share,
+            vision=s.vision,
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:
@@ -541,6 +544,11 @@ class Lease:
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
         return self._engine.unsupported_params(params)
+
+    async def prepare_images(
+        self, prompt_ids: list[int], images: Sequence[ImageInput]
+    ) -> list[int]:
+        return await self._engine.prepare_images(prompt_ids, images)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         metrics = self._container.metrics

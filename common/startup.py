@@ -19,13 +19,6 @@ PRIORITY_NICENESS = -20  # the highest; the kernel gives an unprivileged process
 def inert_settings(config: ServalConfig) -> list[str]:
     """Warnings for the set keys that do nothing in Serval (yet)."""
     warnings = []
-    if config.network.disable_fetch_requests:
-        warnings.append(
-            "network.disable_fetch_requests does nothing yet: no request fetches a URL "
-            "(images are refused, vision is not supported)"
-        )
-    if config.model.vision:
-        warnings.append("model.vision does nothing yet: no engine loads a vision tower")
     if config.developer.unsafe_launch:
         warnings.append(
             "developer.unsafe_launch does nothing: Serval runs no dependency check to skip "

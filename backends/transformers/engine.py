@@ -6,7 +6,7 @@ import abc
 import asyncio
 import functools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from backends.base import (
     EngineInfo,
     GenerationChunk,
     GenerationRequest,
+    ImageInput,
     LoadOptions,
     LoadProgress,
     LoraEngine,
@@ -28,6 +29,7 @@ from backends.base import (
 from backends.sampling import SamplingParams
 from backends.transformers.batch import BatchScheduler, emitter
 from backends.transformers.samplers import VocabIndex
+from backends.transformers.vision import VisionInputs, is_vision_config, uses_mrope
 from common.errors import (
     BadRequestError,
     ConflictError,
@@ -154,6 +156,8 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         self._ll_tokenizer: Any = None
         self._peft: Any = None
         self._loras: tuple[tuple[str, float], ...] = ()
+        self._processor: Any = None
+        self._vision: VisionInputs | None = None
 
     # ----- loading --------------------------------------------------------------------------
 
@@ -163,11 +167,13 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         yield LoadProgress("model", 0, steps)
         config = await asyncio.to_thread(self._read_config, path)
         yield LoadProgress("model", 1, steps)
-        self.tokenizer = await asyncio.to_thread(self._read_tokenizer, path)
+        self.tokenizer = await asyncio.to_thread(self._read_tokenizer, path, config)
         yield LoadProgress("model", 2, steps)
         self.model = await compute.run(self._read_weights, path, config)
         yield LoadProgress("model", 3, steps)
         self._special = self._find_special_tokens(config)
+        if self._processor is not None:
+            self._vision = VisionInputs(self._processor, self.model, self.device)
         await compute.run(self._warm_up)
         self.scheduler = BatchScheduler(
             model=self.model,
@@ -178,10 +184,12 @@ class TransformersEngine(BatchedEngine, LoraEngine):
             chunk_size=self.prefill_chunk,
             owner_share=self.options.owner_share,
             vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+            prompt_embeds=self._vision.prompt_embeds if self._vision else None,
         )
         logger.info(
             f"{self.options.name} loaded on {self.device.type} in {self._dtype_name}"
             f", context {self._max_seq_len}, batch {self.scheduler.max_batch_size}"
+            + (", vision" if self._vision else "")
         )
         yield LoadProgress("model", steps, steps, "finished")
 
@@ -199,21 +207,37 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         self._vocab_size = text_config.vocab_size
         if self.options.rope_scale != 1.0 or self.options.rope_alpha not in (None, 1.0):
             logger.warning("rope_scale and rope_alpha are not applied by the transformers engine")
+        if self.options.vision and not is_vision_config(config):
+            logger.info(f"{self.options.name} has no vision part: model.vision does nothing")
+        if self.options.vision and is_vision_config(config) and uses_mrope(config):
+            raise BadRequestError(
+                "This vision model uses multimodal rotary positions (Qwen2-VL and its kin), "
+                "which the transformers engine does not compute: load it with vision false.",
+                param="vision",
+            )
         return config
 
-    def _read_tokenizer(self, path: Path) -> Any:
-        from transformers import AutoTokenizer
+    def _read_tokenizer(self, path: Path, config: Any) -> Any:
+        """The tokenizer; for a vision model loaded with ``vision``, the folder's processor
+        too (its tokenizer is the one used)."""
+        from transformers import AutoProcessor, AutoTokenizer
 
         try:
+            if self.options.vision and is_vision_config(config):
+                self._processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+                return self._processor.tokenizer
             return AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as exc:
             raise BadRequestError(f"Cannot read the tokenizer: {exc}") from exc
 
     def _read_weights(self, path: Path, config: Any) -> Any:
-        from transformers import AutoModelForCausalLM
+        """The model: a vision-language folder through its image-text-to-text class (the
+        only one that reads its weights; without ``vision`` its text part alone is used)."""
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+        kind = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = kind.from_pretrained(
                 path, config=config, dtype=self.dtype, local_files_only=True
             )
         except Exception as exc:
@@ -253,6 +277,9 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         scheduler, self.scheduler = self.scheduler, None
         if scheduler is not None:
             await asyncio.to_thread(scheduler.stop)
+        if self._vision is not None:
+            self._vision.clear()
+        self._vision = self._processor = None
         self.model = None
         self._peft = None
         self._loras = ()
@@ -395,7 +422,18 @@ class TransformersEngine(BatchedEngine, LoraEngine):
             dtype=self._dtype_name,
             device=self.device.type,
             loras=self._loras,
+            vision=self._vision is not None,
         )
+
+    async def prepare_images(
+        self, prompt_ids: list[int], images: Sequence[ImageInput]
+    ) -> list[int]:
+        """Each image's tokens in place of its placeholder; its features are computed here
+        (on the compute thread, once per image while it stays cached), before the job runs."""
+        vision = self._vision
+        if vision is None:
+            return await super().prepare_images(prompt_ids, images)
+        return await compute.run(vision.expand, prompt_ids, images)
 
     # ----- generation -----------------------------------------------------------------------
 

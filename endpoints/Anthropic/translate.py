@@ -30,19 +30,41 @@ from endpoints.Anthropic.types import (
 )
 from endpoints.OAI.types.chat import ChatCompletionRequest
 
-_NO_IMAGES = "The loaded model does not take images."
+_NO_TOOL_IMAGES = "Images in tool results are not supported; send them in a user turn."
 _NO_DOCUMENTS = "The loaded model does not take documents; send their text as a text block."
 
 
 def _text(blocks: list[TextBlockParam | ImageBlockParam]) -> str:
     for block in blocks:
         if isinstance(block, ImageBlockParam):
-            raise UnsupportedError(_NO_IMAGES, param="messages")
+            raise UnsupportedError(_NO_TOOL_IMAGES, param="messages")
     return "".join(block.text for block in blocks if isinstance(block, TextBlockParam))
 
 
 def _parts(texts: list[str]) -> list[dict[str, Any]]:
     return [{"type": "text", "text": text} for text in texts]
+
+
+def _image_part(block: ImageBlockParam) -> dict[str, Any]:
+    """An image block as a chat ``image_url`` part: a base64 source as a data URI, a url
+    source as its URL (both checked and read later, as every API's images are)."""
+    source = block.source
+    kind = source.get("type")
+    if kind == "base64":
+        media, data = source.get("media_type"), source.get("data")
+        if not isinstance(media, str) or not isinstance(data, str):
+            raise BadRequestError(
+                "A base64 image source needs media_type and data strings.", param="messages"
+            )
+        url = f"data:{media};base64,{data}"
+    elif kind == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise BadRequestError(
+            "An image block's source must be of type base64 (media_type, data) or url (url).",
+            param="messages",
+        )
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _tool_message(block: ToolResultBlockParam) -> dict[str, Any]:
@@ -53,29 +75,31 @@ def _tool_message(block: ToolResultBlockParam) -> dict[str, Any]:
 
 
 def _user_messages(message: MessageParam) -> list[dict[str, Any]]:
-    """A user turn: its tool results as ``tool`` messages, its text as user messages, in order."""
+    """A user turn: its tool results as ``tool`` messages, its text and images as user
+    messages, in order."""
     if isinstance(message.content, str):
         return [{"role": "user", "content": message.content}]
     messages: list[dict[str, Any]] = []
-    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     for block in message.content:
         if isinstance(block, TextBlockParam):
-            texts.append(block.text)
+            parts.append({"type": "text", "text": block.text})
             continue
         if isinstance(block, ImageBlockParam):
-            raise UnsupportedError(_NO_IMAGES, param="messages")
+            parts.append(_image_part(block))
+            continue
         if isinstance(block, DocumentBlockParam):
             raise UnsupportedError(_NO_DOCUMENTS, param="messages")
         if not isinstance(block, ToolResultBlockParam):
             raise BadRequestError(
                 f"A user message cannot hold a {block.type} block.", param="messages"
             )
-        if texts:
-            messages.append({"role": "user", "content": _parts(texts)})
-            texts = []
+        if parts:
+            messages.append({"role": "user", "content": parts})
+            parts = []
         messages.append(_tool_message(block))
-    if texts:
-        messages.append({"role": "user", "content": _parts(texts)})
+    if parts:
+        messages.append({"role": "user", "content": parts})
     return messages
 
 

@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from common.errors import AuthenticationError, ServalError, UnsupportedError
 from common.generation import Completion
+from common.images import refuse_images
 from common.jobs import log_jobs
 from common.model import Lease
 from common.tokenizing import encode_text
@@ -101,6 +102,7 @@ async def _start(
     body: GenerateRequest, request: Request, stream: bool
 ) -> tuple[KoboldJob, KoboldPlan]:
     """Plan the request and start its job; the job holds the model until it ends."""
+    refuse_images(body.images, "Kobold generation")
     state: ServerState = get_state(request)
     request_id: str = request.state.request_id
     lease: Lease = await state.container.acquire(share_owner(request))

@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from backends.base import GenerationRequest
+from backends.base import NO_IMAGES, GenerationRequest, ImageInput
 from common.chat import ChatPrompt, add_bos_for, check_message_count, render_prompt
 from common.chat_output import ChatOutput
 from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.grammar import GrammarBounds, compile_grammar
+from common.images import load_images
 from common.jobs import jobs_for, prompt_ids, sampling
 from common.model import Lease
 from common.reasoning_budget import BudgetedRunner
@@ -46,14 +47,55 @@ Envelope = TypeVar("Envelope", ChatCompletionResponse, ChatCompletionChunk)
 
 
 def _message_dict(message: ChatMessage) -> dict[str, Any]:
-    """A message as the template sees it: multi-part text joined, None fields left out."""
+    """A message as the template sees it: multi-part text joined, None fields left out; with
+    images, its parts as HF chat templates take them (``{"type": "image"}`` for each image)."""
     data = message.model_dump(exclude_none=True)
     content = message.content
     if isinstance(content, list):
         if any(isinstance(part, ImagePart) for part in content):
-            raise UnsupportedError("The loaded model does not take images.", param="messages")
-        data["content"] = "".join(part.text for part in content)  # type: ignore[union-attr]
+            data["content"] = [
+                {"type": "image"}
+                if isinstance(part, ImagePart)
+                else {"type": "text", "text": part.text}
+                for part in content
+            ]
+        else:
+            data["content"] = "".join(part.text for part in content)  # type: ignore[union-attr]
     return data
+
+
+def image_urls(body: ChatCompletionRequest) -> list[str]:
+    """The URLs of the chat's image parts, in the order the template meets them."""
+    return [
+        part.image_url.url
+        for message in body.messages
+        if isinstance(message.content, list)
+        for part in message.content
+        if isinstance(part, ImagePart)
+    ]
+
+
+def _text_chars(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            total += sum(len(part.get("text", "")) for part in content)
+        else:
+            total += len(content)
+    return total
+
+
+async def _images(
+    body: ChatCompletionRequest, lease: Lease, state: ServerState
+) -> list[ImageInput]:
+    """The chat's images, checked (a model without a vision part refuses them unread)."""
+    urls = image_urls(body)
+    if not urls:
+        return []
+    if not lease.info().vision:
+        raise UnsupportedError(NO_IMAGES, param="messages")
+    return await load_images(urls, state.config)
 
 
 def check_chat_request(body: ChatCompletionRequest, state: ServerState) -> None:
@@ -145,6 +187,7 @@ class RenderedChat:
     ids: list[int]
     tool_request: ToolChoice | None
     fmt: ToolFormat
+    images: tuple[ImageInput, ...] = ()
 
 
 async def render_chat(
@@ -161,8 +204,9 @@ async def render_chat(
     tool_request = tool_choice_of(body)
     fmt = tool_format(state.config.model.tool_format, lease.template.source)
     chat = _chat_prompt(body, state, tool_request, fmt)
-    text_chars = sum(len(message.get("content") or "") for message in chat.messages)
+    text_chars = _text_chars(chat.messages)
     check_chars_fit(text_chars, lease, state.config.limits, param="messages", what="chat")
+    images = await _images(body, lease, state)
     prompt = await render_prompt(
         lease.template,
         chat,
@@ -177,7 +221,9 @@ async def render_chat(
         param="messages",
         what="chat prompt (as the template rendered it)",
     )
-    return RenderedChat(prompt, ids, tool_request, fmt)
+    if images:
+        ids = await lease.prepare_images(ids, images)
+    return RenderedChat(prompt, ids, tool_request, fmt, tuple(images))
 
 
 async def plan_chat_jobs(
@@ -215,7 +261,7 @@ async def plan_chat_jobs(
         body.n,
         params,
         state.config.limits,
-        JobOptions(logprobs=plan.logprobs, grammar=grammar),
+        JobOptions(logprobs=plan.logprobs, grammar=grammar, images=rendered.images),
     )
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from backends.base import GenerationRequest
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import Completion, JobOptions, JobRunner, merge_streams
+from common.images import refuse_images
 from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
 from endpoints.dependencies import get_state, require_api
@@ -28,6 +29,7 @@ router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
 
 
 def _check_request(body: CompletionRequest, state: ServerState) -> None:
+    refuse_images(body.images, "Completion")
     limits = state.config.limits
     prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
     if not prompts:

@@ -55,6 +55,7 @@ def loaded_card(state: ServerState) -> ModelCard | None:
             device=info.device,
             draft=info.draft,
             loras=[name for name, _ in info.loras],
+            use_vision=info.vision,
         ),
     )
 

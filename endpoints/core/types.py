@@ -25,6 +25,7 @@ class ModelCardParameters(BaseModel):
     device: str | None = None
     draft: str | None = None
     loras: list[str] = []
+    use_vision: bool = Field(False, description="The vision part is loaded: chats take images.")
 
 
 class ModelCard(BaseModel):
@@ -75,6 +76,7 @@ class ModelLoadRequest(BaseModel):
     tensor_parallel: bool | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
     prompt_template: str | None = None
+    vision: bool | None = Field(None, description="Load the vision part of a vision model.")
     draft_model: DraftLoadRequest | None = Field(
         None, validation_alias=AliasChoices("draft_model", "draft")
     )

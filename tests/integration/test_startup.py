@@ -44,7 +44,7 @@ def test_busy_port_exits_with_one_line(server: ServerProcess, tmp_path: Path) ->
 
 def test_logging_keys_log_prompts_settings_and_requests_but_never_keys(tmp_path: Path) -> None:
     """TabbyAPI's logging section: log_prompt, log_generation_params and log_requests; keys
-    that do nothing yet are named in a warning at start."""
+    that do nothing for this model are named at start (model.vision on a text model)."""
     config = {
         "network": {"api_servers": ["OAI"]},
         "logging": {"log_prompt": True, "log_generation_params": True, "log_requests": True},
@@ -66,7 +66,7 @@ def test_logging_keys_log_prompts_settings_and_requests_but_never_keys(tmp_path:
         log = process.log()
     finally:
         process.stop()
-    assert "model.vision does nothing yet" in log
+    assert "has no vision part: model.vision does nothing" in log
     request = next(line for line in log.splitlines() if "request POST /v1/chat/completions" in line)
     assert "zebra-striped fruit" in request and "authorization: <hidden>" in request
     prompt = next(line for line in log.splitlines() if " prompt 0 (" in line)

@@ -32,11 +32,8 @@ def test_inert_keys_are_named_only_when_set() -> None:
         }
     )
     warnings = startup.inert_settings(config)
-    assert [w.split(" ")[0] for w in warnings] == [
-        "network.disable_fetch_requests",
-        "model.vision",
-        "developer.unsafe_launch",
-    ]
+    # disable_fetch_requests and vision act now (docs/vision.md): only unsafe_launch is inert
+    assert [w.split(" ")[0] for w in warnings] == ["developer.unsafe_launch"]
 
 
 def test_priority_is_raised_as_far_as_permitted(monkeypatch: pytest.MonkeyPatch) -> None:

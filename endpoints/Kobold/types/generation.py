@@ -21,10 +21,15 @@ class GenerateRequest(SamplerRequest):
     """A Kobold generation: the shared sampler fields (Kobold names are aliases) and Kobold's own.
 
     Fields Kobold clients send that Serval has no use for (``quiet``, ``use_story``,
-    ``render_special``, ``images``, ...) are ignored.
+    ``render_special``, ...) are ignored; ``images`` (KoboldCpp's) is refused unless empty.
     """
 
     prompt: str = Field(description="The text to continue.")
+    images: list[Any] | None = Field(
+        None,
+        description="KoboldCpp's base64 images: not taken here (a 400 unless empty); a chat "
+        "with image parts to a vision model is how images are sent.",
+    )
     memory: str = Field(
         "",
         description="Text put before the prompt and kept when the prompt is truncated (KoboldCpp).",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -26,6 +26,9 @@ class CompletionRequest(SamplerRequest):
     )
     user: str | None = None
     response_format: ResponseFormat | None = None
+    images: list[Any] | None = Field(
+        None, description="Not taken by completions (a 400 unless empty): send images in a chat."
+    )
 
     @field_validator("logprobs", mode="before")
     @classmethod
