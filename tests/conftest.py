@@ -12,6 +12,7 @@ import yaml
 
 from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess
 from tests.support.tiny_model import build_tiny_model
+from tests.support.tiny_vlm import build_tiny_vlm
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 # The same model as its GGUF file, for the llama.cpp engine (scripts/fetch_default_model.py).
@@ -26,6 +27,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tiny_model(base / "tiny-a", seed=1)
     build_tiny_model(base / "tiny-b", seed=2)
     return base
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random vision-language model (LLaVA) folder, ``tiny-vlm``, alone in its folder."""
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm-models") / "tiny-vlm", seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import openai
@@ -12,7 +13,6 @@ import pytest
 
 from tests.support.image_host import image_host, png
 from tests.support.server import API_KEY, ServerProcess
-from tests.support.tiny_vlm import build_tiny_vlm
 
 RED, BLUE = png((255, 0, 0)), png((0, 0, 255))
 
@@ -22,14 +22,12 @@ def data_uri(image: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def vlm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def vlm_server(tmp_path_factory: pytest.TempPathFactory, tiny_vlm: Path) -> Iterator[ServerProcess]:
     """The server with the tiny VLM loaded with vision; it may fetch loopback image URLs (the
     test's own image host) and takes at most two images per request."""
-    models = tmp_path_factory.mktemp("vlm-models")
-    build_tiny_vlm(models / "tiny-vlm", seed=3)
     config = {
         "network": {"allow_private_image_urls": True, "api_servers": ["OAI", "Kobold"]},
-        "model": {"model_dir": str(models), "model_name": "tiny-vlm", "vision": True},
+        "model": {"model_dir": str(tiny_vlm.parent), "model_name": "tiny-vlm", "vision": True},
         "limits": {"max_images": 2, "image_fetch_timeout": 2},
     }
     process = ServerProcess(tmp_path_factory.mktemp("vlm-server"), config).start()
