@@ -6,6 +6,7 @@ test-artifacts/console/.
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
@@ -15,10 +16,15 @@ from typing import Any
 import pytest
 
 from tests.support.browser import metrics_status, screenshot, sign_in
+from tests.support.image_host import png
 from tests.support.server import ADMIN_KEY, API_KEY, ServerProcess
 
 MODEL = "SmolLM2-135M-Instruct"
 pytestmark = pytest.mark.slow
+
+
+def data_uri(image: bytes) -> str:
+    return f"data:image/png;base64,{base64.b64encode(image).decode()}"
 
 
 def storage(page: Any, kind: str) -> dict[str, str]:
@@ -166,6 +172,30 @@ def test_chat_streams_an_answer_and_stop_aborts_it(page: Any, loaded_server: Ser
     while loaded_server.log().count("POST /v1/chat/completions") <= chats_logged:
         assert time.monotonic() < deadline, "the server kept streaming after the stop"
         time.sleep(0.2)
+
+
+def test_chat_sends_an_attached_image_as_an_image_part(
+    page: Any, loaded_server: ServerProcess
+) -> None:
+    """The picked file goes as a data-URI image part; the default model has no vision, so the
+    server's 400 is what the page shows."""
+    picture = png((255, 0, 0))
+    sign_in(page, loaded_server, API_KEY)
+    page.click("#tab-playground")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.set_input_files(
+            "#chat-image", files=[{"name": "red.png", "mimeType": "image/png", "buffer": picture}]
+        )
+        page.fill("#chat-input", "What colour is this?")
+        page.click("#chat-send")
+    content = sent.value.post_data_json["messages"][-1]["content"]
+    assert content == [
+        {"type": "image_url", "image_url": {"url": data_uri(picture)}},
+        {"type": "text", "text": "What colour is this?"},
+    ]
+    page.wait_for_selector("#playground-error:has-text('does not take images')")
+    assert "red.png" in page.inner_text("#chat-log li.user")
+    assert page.input_value("#chat-image") == ""
 
 
 def test_raw_completion_and_presets(page: Any, loaded_server: ServerProcess) -> None:

@@ -50,6 +50,16 @@ function describeTimings({ started, first, ended, tokens, exact, outcome, finish
   return parts.join(" · ");
 }
 
+/** A file's content as a data: URI (how an image goes into a chat message). */
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 export class PlaygroundPage {
   constructor(session) {
     this.api = session.api;
@@ -146,6 +156,7 @@ export class PlaygroundPage {
   clearChat() {
     this.history = [];
     $("chat-log").replaceChildren();
+    $("chat-image").value = "";
   }
 
   async sendChat() {
@@ -153,18 +164,35 @@ export class PlaygroundPage {
     const input = $("chat-input");
     const text = input.value.trim();
     if (!text) return;
+    const picker = $("chat-image");
+    const file = picker.files[0];
+    let content = text;
+    if (file) {
+      let url;
+      try {
+        url = await readAsDataUrl(file);
+      } catch (error) {
+        say($("playground-error"), `Cannot read ${file.name}: ${describeError(error)}`, true);
+        return;
+      }
+      content = [
+        { type: "image_url", image_url: { url } },
+        { type: "text", text },
+      ];
+    }
     const system = $("system-prompt").value.trim();
     const messages = [
       ...(system ? [{ role: "system", content: system }] : []),
       ...this.history,
-      { role: "user", content: text },
+      { role: "user", content },
     ];
     const body = this.body({ messages });
     if (!body) return;
-    this.history.push({ role: "user", content: text });
+    this.history.push({ role: "user", content });
     input.value = "";
+    picker.value = "";
     const log = $("chat-log");
-    log.append(this.bubble("user", "You", text));
+    log.append(this.bubble("user", "You", file ? `[image: ${file.name}] ${text}` : text));
     const reply = this.bubble("assistant", "Assistant", "");
     log.append(reply);
     const textNode = reply.querySelector(".text");
