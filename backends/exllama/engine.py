@@ -10,7 +10,7 @@ import abc
 import asyncio
 import functools
 import gc
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +25,7 @@ from backends.base import (
     GenerationChunk,
     GenerationRequest,
     GenerationStats,
+    ImageInput,
     LoadOptions,
     LoadProgress,
     LoraEngine,
@@ -42,6 +43,7 @@ from backends.exllama.loading import (
 from backends.exllama.results import ResultReader
 from backends.exllama.sampling import dry_breaker_ids
 from backends.exllama.sizing import cache_mode, job_room
+from backends.exllama.vision import ImageEmbeddings, template_image_run
 from common.errors import BadRequestError, UnavailableError, UnsupportedError
 
 
@@ -141,6 +143,8 @@ class ExLlamaEngine(LoraEngine):
         self.loras: list[tuple[str, float, Any]] = []
         self._pieces: list[str] = []
         self._plain_tokenizer: Any = None
+        self.images: ImageEmbeddings | None = None
+        self.vision_tower: Any = None  # the library's vision model, with model.vision
 
     # ----- pieces the subclasses provide ------------------------------------------------------
 
@@ -152,8 +156,20 @@ class ExLlamaEngine(LoraEngine):
     def job_reserve(self, request: GenerationRequest) -> int:
         """Cache tokens a job needs beyond its prompt and output."""
 
+    @abc.abstractmethod
+    def open_vision(self) -> tuple[Callable[[Any], Any], Callable[[Any], list[int]]] | None:
+        """With ``options.vision`` and a model that has one, load the library's vision tower:
+        a function from a PIL image to the library's embedding object, and one from that
+        object to the prompt ids it stands for (runs in a thread); else None."""
+
     def free(self) -> None:
         """Release the model, caches and generator (worker thread stopped already)."""
+        if self.images is not None:
+            self.images.clear()
+        self.images = None
+        if self.vision_tower is not None:
+            self.vision_tower.unload()
+        self.vision_tower = None
         self.drop_loras()
         for model in (self.model, self.draft_model):
             if model is not None:
@@ -233,9 +249,41 @@ class ExLlamaEngine(LoraEngine):
                 yield event
         async for event in with_progress("model", self._load_model):
             yield event
+        await asyncio.to_thread(self._load_vision)
         self.driver = await asyncio.to_thread(GeneratorDriver, self.make_generator, self.backend)
         logger.info(self.loaded_summary())
         yield LoadProgress("model", 1, 1, "finished")
+
+    def _load_vision(self) -> None:
+        if not self.options.vision:
+            return
+        vision = self.open_vision()
+        if vision is None:
+            logger.info(f"{self.options.name} has no vision part: model.vision does nothing")
+            return
+        run = template_image_run(self._plain_tokenizer.token_to_id)
+        if run is None:
+            raise BadRequestError(
+                "The model's vision part loaded, but its vocabulary has none of the image "
+                "tokens Serval knows (docs/vision.md): load it with vision false.",
+                param="vision",
+            )
+        self.images = ImageEmbeddings(*vision, run)
+
+    async def prepare_images(
+        self, prompt_ids: list[int], images: Sequence[ImageInput]
+    ) -> list[int]:
+        """The template's image tokens replaced by each image's embedding ids (the vision tower
+        runs here, in a thread, for an image not seen before)."""
+        if self.images is None:
+            return await super().prepare_images(prompt_ids, images)
+        return await asyncio.to_thread(self.images.expand, prompt_ids, images)
+
+    def job_embeddings(self, request: GenerationRequest) -> list[Any] | None:
+        """The embedding objects of a job's images (None without images)."""
+        if not request.images or self.images is None:
+            return None
+        return self.images.for_job(request.images)
 
     @property
     def draft_name(self) -> str | None:
@@ -344,6 +392,7 @@ class ExLlamaEngine(LoraEngine):
             device="cuda",
             draft=self.draft_name,
             loras=tuple((name, scaling) for name, scaling, _ in self.loras),
+            vision=self.images is not None,
         )
 
     # ----- generation -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ job may fill the whole cache. Read docs/exllama.md before changing anything here
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,7 @@ class ExLlamaV2Engine(ExLlamaEngine):
             token_healing=params.token_healing,
             banned_strings=None if filters else list(params.banned_strings) or None,
             identifier=request.request_id,
+            embeddings=self.job_embeddings(request),
         )
 
     def grammar_filter(self, grammar: str) -> Any:
@@ -250,6 +252,25 @@ class ExLlamaV2Engine(ExLlamaEngine):
                 self.tokenizer.tokenizer_model.hf_tokenizer, width, eos_ids
             )
         return GrammarFilter(self.model, self.tokenizer, self._ll_tokenizer, grammar, eos_ids)
+
+    # ----- vision -----------------------------------------------------------------------------
+
+    def open_vision(self) -> tuple[Callable[[Any], Any], Callable[[Any], list[int]]] | None:
+        """ExLlamaV2's vision tower (Pixtral, Qwen2-VL, Gemma 3: docs/exllama.md, Vision)."""
+        if self.config.vision_model_type is None:
+            return None
+        from exllamav2 import ExLlamaV2VisionTower
+
+        tower = ExLlamaV2VisionTower(self.config)
+        tower.load()
+        self.vision_tower = tower
+
+        def embed(image: Any) -> Any:
+            return tower.get_image_embeddings(
+                model=self.model, tokenizer=self.tokenizer, image=image
+            )
+
+        return embed, lambda embedding: list(embedding.get_ids())
 
     # ----- LoRAs ------------------------------------------------------------------------------
 

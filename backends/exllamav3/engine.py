@@ -8,6 +8,7 @@ chunk. This module imports exllamav3 only inside functions: the import fails wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,26 @@ class ExLlamaV3Engine(ExLlamaEngine):
             token_healing=params.token_healing,
             banned_strings=list(params.banned_strings) or None,
             identifier=request.request_id,
+            embeddings=self.job_embeddings(request),
         )
+
+    # ----- vision -----------------------------------------------------------------------------
+
+    def open_vision(self) -> tuple[Callable[[Any], Any], Callable[[Any], list[int]]] | None:
+        """ExLlamaV3's vision component, for architectures that define one."""
+        if "vision" not in getattr(self.config, "model_classes", {}):
+            return None
+        from exllamav3 import Model
+
+        tower = Model.from_config(self.config, component="vision")
+        tower.load()
+        self.vision_tower = tower
+
+        def embed(image: Any) -> Any:
+            return tower.get_image_embeddings(tokenizer=self.tokenizer, image=image)
+
+        # the embedding's token string: its wrapper tokens and its own ids in their places
+        return embed, lambda embedding: list(embedding.token_list)
 
     # ----- LoRAs ------------------------------------------------------------------------------
 

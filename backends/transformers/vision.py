@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from backends.base import ImageInput
+from backends.images import splice_images
 from common.errors import BadRequestError
 
 # Images whose tokens and features are kept; a request with more is still served (they are
@@ -116,20 +117,9 @@ class VisionInputs:
 
     def expand(self, prompt_ids: list[int], images: Sequence[ImageInput]) -> list[int]:
         """``prompt_ids`` with each image placeholder replaced by its image's tokens."""
-        places = [i for i, token in enumerate(prompt_ids) if token == self.placeholder]
-        if len(places) != len(images):
-            raise BadRequestError(
-                f"The chat prompt has {len(places)} image placeholders for {len(images)} images: "
-                "the chat template must write the image token for each {'type': 'image'} part.",
-                param="messages",
-            )
-        expanded: list[int] = []
-        start = 0
-        for place, image in zip(places, images, strict=True):
-            expanded += prompt_ids[start:place]
-            expanded += self.encoded(image).ids
-            start = place + 1
-        return expanded + prompt_ids[start:]
+        return splice_images(
+            prompt_ids, [self.placeholder], [self.encoded(image).ids for image in images]
+        )
 
     @torch.inference_mode()
     def prompt_embeds(self, prompt_ids: list[int], images: Sequence[ImageInput]) -> torch.Tensor:
