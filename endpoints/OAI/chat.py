@@ -64,7 +64,7 @@ def _message_dict(message: ChatMessage) -> dict[str, Any]:
     return data
 
 
-def image_urls(body: ChatCompletionRequest) -> list[str]:
+def _image_urls(body: ChatCompletionRequest) -> list[str]:
     """The URLs of the chat's image parts, in the order the template meets them."""
     return [
         part.image_url.url
@@ -90,7 +90,7 @@ async def _images(
     body: ChatCompletionRequest, lease: Lease, state: ServerState
 ) -> list[ImageInput]:
     """The chat's images, checked (a model without a vision part refuses them unread)."""
-    urls = image_urls(body)
+    urls = _image_urls(body)
     if not urls:
         return []
     if not lease.info().vision:
