@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from common.chat_output import OutputDelta
+from common.chat.output import OutputDelta
+from common.chat.tools.calls import ToolCallDelta
 from common.errors import BadRequestError, GenerationError
-from common.tools.calls import ToolCallDelta
 from endpoints.Anthropic.messages import stream_error
 from endpoints.Anthropic.shapes import BlockStream
 from endpoints.Anthropic.translate import chat_request

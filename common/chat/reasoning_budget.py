@@ -15,8 +15,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from backends.base import GenerationChunk, GenerationRequest, GenerationStats, GrammarSpec
+from common.chat.reasoning import ReasoningSplitter
 from common.generation import JobRunner
-from common.reasoning import ReasoningSplitter
 
 
 @dataclass(frozen=True)
