@@ -208,7 +208,7 @@ async def plan_chat_jobs(
     )
     if budget is not None:
         plan.runner = BudgetedRunner(lease, budget)
-    return jobs_for(
+    return await jobs_for(
         lease,
         request_id,
         [ids],
