@@ -322,3 +322,47 @@ def test_cfg_in_a_batch_of_one_row_is_named_and_not_applied(engine: Transformers
         assert engine.unsupported_params(params) == ["cfg_scale"]
     finally:
         engine.scheduler = original
+
+
+def test_a_cfg_job_waits_for_two_free_rows_and_then_runs(engine: TransformersEngine) -> None:
+    """Two rows, an owner share of one: a CFG job (two rows) behind a running job waits for it
+    to leave, and then runs although it holds more than its owner's share; nothing wedges."""
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        device=engine.device,
+        max_batch_size=2,
+        chunk_size=engine.prefill_chunk,
+        owner_share=0.5,
+    )
+    eos = frozenset(engine.special_tokens.eos_ids)
+    cfg = guided(engine, "A class", "The import statement", 2.5, max_tokens=6, min_tokens=6)
+    (alone,) = tokens_of(engine, cfg)
+    results: dict[str, list[int]] = {}
+    order: list[str] = []
+    done = threading.Event()
+
+    def emit_for(name: str) -> Callable[[GenerationChunk | BaseException], None]:
+        tokens: list[int] = []
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            assert isinstance(item, GenerationChunk)
+            tokens.extend(item.token_ids)
+            if item.finish_reason is not None:
+                results[name] = tokens
+                order.append(name)
+                if len(results) == 3:
+                    done.set()
+
+        return emit
+
+    try:
+        scheduler.submit(job(engine, "Hello", max_tokens=6, min_tokens=6), emit_for("first"), eos)
+        scheduler.submit(cfg, emit_for("cfg"), eos)
+        scheduler.submit(job(engine, "x", max_tokens=2, min_tokens=2), emit_for("last"), eos)
+        assert done.wait(timeout=120)
+    finally:
+        scheduler.stop()
+    assert order == ["first", "cfg", "last"] and results["cfg"] == alone
+    assert scheduler.active == []
