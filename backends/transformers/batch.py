@@ -333,7 +333,7 @@ class BatchScheduler:
         if not turns:
             return False
         group = self._short_prompts(turns)
-        if len(group) > 1:
+        if sum(len(sequence.members) for sequence in group) > 1:  # a CFG job has two prompts
             return self._prefill_together(group)
         return self._prefill_step(turns[0])
 
