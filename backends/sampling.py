@@ -61,12 +61,24 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     regex_pattern: str | None = None
     grammar_string: str | None = None
+    cfg_scale: float = 1.0
+    """Classifier-free guidance: 1 is off; else each step samples from
+    ``neg + cfg_scale * (pos - neg)`` of the two sequences' log-softmaxed logits."""
+    negative_prompt: str | None = None
+    """The negative prompt's text as sent (None: the BOS token alone)."""
+    negative_prompt_ids: tuple[int, ...] = ()
+    """The negative prompt's ids, set by request planning whenever :attr:`cfg` is on."""
     not_applied: tuple[str, ...] = ()
     """Settings the request asked for that no engine applies (named to the client)."""
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def cfg(self) -> bool:
+        """Whether the job guides its logits with a second, negative-prompt sequence."""
+        return self.cfg_scale != 1.0
 
     @property
     def dynamic_temperature(self) -> bool:

@@ -94,8 +94,8 @@ def cpu_flags() -> str:
 async def chat_prompt_text() -> str:
     """The chat of the benchmark body rendered by the GGUF's own template."""
     from backends.base import SpecialTokens
-    from common.chat import ChatPrompt, render_prompt
-    from common.templating import find_model_template
+    from common.chat.prompt import ChatPrompt, render_prompt
+    from common.chat.templates import find_model_template
 
     template = find_model_template(GGUF_MODEL, None)
     assert template is not None

@@ -99,8 +99,8 @@ class InProcess:
     async def load(self) -> None:
         from backends.base import LoadOptions
         from backends.transformers.engine import TransformersEngine
-        from common.chat import ChatPrompt, add_bos_for, render_prompt
-        from common.templating import find_model_template
+        from common.chat.prompt import ChatPrompt, add_bos_for, render_prompt
+        from common.chat.templates import find_model_template
 
         self.engine = TransformersEngine(LoadOptions(path=MODEL, name=MODEL.name))
         async for _ in self.engine.load():

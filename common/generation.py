@@ -117,15 +117,18 @@ def build_request(
     limits: LimitsConfig,
     options: JobOptions = PLAIN_JOB,
 ) -> GenerationRequest:
-    """A job for ``model``: the prompt must fit, ``max_tokens`` is clamped to what is left."""
+    """A job for ``model``: the prompt (and a CFG job's negative prompt) must fit,
+    ``max_tokens`` is clamped to what is left."""
     max_seq_len = model.info().max_seq_len
-    room = max_seq_len - len(prompt_ids)
-    if room < 1:
-        raise ContextLengthError(
-            f"This model's maximum context length is {max_seq_len} tokens, but the prompt has "
-            f"{len(prompt_ids)} tokens.",
-            param="prompt",
-        )
+    negative = len(params.negative_prompt_ids)
+    for what, length in (("prompt", len(prompt_ids)), ("negative prompt", negative)):
+        if length >= max_seq_len:
+            raise ContextLengthError(
+                f"This model's maximum context length is {max_seq_len} tokens, but the {what} "
+                f"has {length} tokens.",
+                param=what.replace(" ", "_"),
+            )
+    room = max_seq_len - max(len(prompt_ids), negative)  # with CFG both sequences grow
     if params.max_tokens and params.max_tokens > max_seq_len:
         raise ContextLengthError(
             f"max_tokens ({params.max_tokens}) is larger than this model's context length "

@@ -8,7 +8,8 @@ prompt list and echo; chat: template, tools and reasoning; Kobold: memory and th
 2. :func:`prompt_ids`: a text tokenized off the event loop once it is known to fit (or ids as
    sent), never empty, every id in the vocabulary;
 3. :func:`request_grammar`: the structured-output constraint, compiled within its bounds;
-4. :func:`jobs_for`: ``n`` jobs per prompt, with their own seeds, stops and clamped lengths;
+4. :func:`jobs_for`: ``n`` jobs per prompt, with their own seeds, stops and clamped lengths
+   (and, with CFG, the negative prompt's ids: :func:`guided`);
 5. :func:`log_jobs`: what ``logging.log_prompt`` and ``logging.log_generation_params`` ask for.
 
 Everything here runs before a response starts, so bad input is a 4xx, never a broken stream.
@@ -17,7 +18,7 @@ Everything here runs before a response starts, so bad input is a 4xx, never a br
 from __future__ import annotations
 
 import asyncio
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from loguru import logger
@@ -81,7 +82,29 @@ async def request_grammar(
     )
 
 
-def jobs_for(
+async def guided(model: ModelView, params: SamplingParams, limits: LimitsConfig) -> SamplingParams:
+    """``params`` with the negative prompt's ids when CFG is on: its text as sent, tokenized
+    like a prompt (with BOS as ``add_bos_token`` says, never templated), or, absent or empty,
+    the BOS token alone (TabbyAPI's default; EOS for a model without one)."""
+    if not params.cfg:
+        return params
+    if params.negative_prompt:
+        ids = await prompt_ids(
+            model,
+            params.negative_prompt,
+            limits,
+            add_bos=params.add_bos_token,
+            param="negative_prompt",
+            what="negative prompt",
+        )
+    else:
+        special = model.special_tokens
+        start = special.bos_id if special.bos_id is not None else special.eos_ids[0]
+        ids = [start]
+    return replace(params, negative_prompt_ids=tuple(ids))
+
+
+async def jobs_for(
     model: ModelView,
     request_id: str,
     prompts: list[list[int]],
@@ -91,7 +114,9 @@ def jobs_for(
     options: JobOptions = PLAIN_JOB,
 ) -> list[GenerationRequest]:
     """``n`` jobs for each prompt, in that order (job ``i`` answers prompt ``i // n``); choice
-    ``c`` of a seeded request gets seed + ``c``."""
+    ``c`` of a seeded request gets seed + ``c``. With CFG every job carries the negative
+    prompt's ids (:func:`guided`)."""
+    params = await guided(model, params, limits)
     return [
         build_request(
             model,
@@ -106,12 +131,16 @@ def jobs_for(
     ]
 
 
+PROMPT_PARAMS = frozenset({"negative_prompt", "negative_prompt_ids"})
+"""Prompt text among the settings: logged with the prompts (``log_prompt``), not the settings."""
+
+
 def _set_params(params: SamplingParams) -> str:
     """The sampler settings of ``params`` that differ from the neutral ones."""
     changed = [
         f"{f.name}={getattr(params, f.name)!r}"
         for f in fields(params)
-        if getattr(params, f.name) != f.default
+        if getattr(params, f.name) != f.default and f.name not in PROMPT_PARAMS
     ]
     return " ".join(changed) or "(defaults)"
 
@@ -130,6 +159,10 @@ async def log_jobs(
         for index, ids in enumerate(prompts):
             text = await asyncio.to_thread(model.decode, ids, True)
             logger.info(f"{tag} prompt {index} ({len(ids)} tokens): {text!r}")
+        negative = list(jobs[0].params.negative_prompt_ids) if jobs else []
+        if negative:
+            text = await asyncio.to_thread(model.decode, negative, True)
+            logger.info(f"{tag} negative prompt ({len(negative)} tokens): {text!r}")
     if config.log_generation_params and jobs:
         first = jobs[0]
         logger.info(

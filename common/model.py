@@ -36,12 +36,12 @@ from backends.base import (
 from backends.registry import choose_backend, create_engine
 from backends.sampling import SamplingParams
 from common.admission import Admission
+from common.chat.templates import ChatTemplate, find_model_template
 from common.config import DraftModelConfig, ModelConfig, ServalConfig
 from common.errors import BadRequestError, ServalError, UnavailableError, UnsupportedError
 from common.loras import LoraChoice, resolve_loras
 from common.metrics import Metrics
 from common.model_files import check_model_folder, resolve_model_folder
-from common.templating import ChatTemplate, find_model_template
 
 LOAD_KEYS = (
     "backend",

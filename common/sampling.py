@@ -67,10 +67,6 @@ def _off_unless(test: Callable[[float], bool]) -> Callable[[Any], bool]:
 
 
 NOT_APPLIED: dict[str, Callable[[Any], bool]] = {
-    # Classifier-free guidance (TabbyAPI's cfg_scale, SillyTavern's guidance_scale): 1 is off.
-    "cfg_scale": _off_unless(lambda v: v != 1),
-    "guidance_scale": _off_unless(lambda v: v != 1),
-    "negative_prompt": lambda value: isinstance(value, str) and value != "",
     "speculative_ngram": lambda value: value is True,
     "smoothing_curve": _off_unless(lambda v: v != 1),  # 1: plain quadratic smoothing
     "adaptive_target": _off_unless(lambda v: v >= 0),  # KoboldCpp's adaptive-P: < 0 is off
@@ -221,6 +217,20 @@ class SamplerRequest(BaseModel):
         le=2**63 - 1,
         validation_alias=_aliases("seed", "sampler_seed"),
         description="Same seed and settings give the same text; negative (-1): a random seed.",
+    )
+    cfg_scale: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        validation_alias=_aliases("cfg_scale", "guidance_scale"),
+        description="Classifier-free guidance (1: off): each token is sampled from "
+        "neg + cfg_scale * (pos - neg), the log-probabilities after the prompt (pos) and after "
+        "negative_prompt (neg).",
+    )
+    negative_prompt: str | None = Field(
+        None,
+        description="The text CFG steers away from, as the model reads it (never templated); "
+        "absent or empty: the BOS token alone.",
     )
     json_schema: dict[str, Any] | None = Field(None, description="Constrain output to a schema.")
     regex_pattern: str | None = Field(None, description="Constrain output to a regex.")

@@ -17,10 +17,11 @@ from loguru import logger
 from backends.base import GenerationRequest, LoadOptions
 from backends.exllama.engine import ExLlamaEngine, Limits
 from backends.exllama.loading import Progress, WeightsLayout
-from backends.exllama.sizing import cache_mode, cache_tokens, round_down_to_page
+from backends.exllama.sizing import PAGE_SIZE, cache_mode, cache_tokens, round_down_to_page
 from backends.exllamav2 import sampler
 from backends.exllamav2.model_files import read_config, read_tokenizer, special_tokens
 from backends.sampling import SamplingParams
+from common.errors import ContextLengthError
 
 BUILD_MINUTES = 2
 DEFAULT_PAGED_BATCH = 32
@@ -203,13 +204,39 @@ class ExLlamaV2Engine(ExLlamaEngine):
     # ----- jobs -------------------------------------------------------------------------------
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
-        return sampler.unsupported(params)
+        found = sampler.unsupported(params)
+        if params.cfg and not self.paged:
+            found.append("cfg_scale")  # two sequences in one job need paged attention
+        return found
+
+    def guided(self, params: SamplingParams) -> bool:
+        """Whether a job of ``params`` runs with CFG (ExLlamaV2's own: paged mode only)."""
+        return params.cfg and self.paged
 
     def job_reserve(self, request: GenerationRequest) -> int:
         """Drafting jobs end ``num_draft_tokens`` early, so they ask for that many more; a
         healed token takes one more place."""
         assert self.limits is not None
         return self.limits.draft_tokens + int(request.params.token_healing)
+
+    def room_for(self, request: GenerationRequest) -> int:
+        """With CFG the negative prompt's sequence grows beside the prompt's, each in its own
+        pages: both must fit in the cache together (TabbyAPI's check)."""
+        room = super().room_for(request)
+        if not self.guided(request.params):
+            return room
+        assert self.limits is not None
+        lengths = (len(request.prompt_ids), len(request.params.negative_prompt_ids))
+        reserve = self.job_reserve(request)
+        # Each sequence may take a page less one token more than it fills.
+        pair = (self.limits.cache_tokens - sum(lengths) - 2 * (reserve + PAGE_SIZE - 1)) // 2
+        if pair < 1:
+            raise ContextLengthError(
+                f"The prompt ({lengths[0]} tokens) and the negative prompt ({lengths[1]} tokens) "
+                f"do not fit together in this model's cache ({self.limits.cache_tokens} tokens).",
+                param="negative_prompt",
+            )
+        return min(room, pair)
 
     def build_job(self, request: GenerationRequest, max_new_tokens: int) -> Any:
         import torch
@@ -218,16 +245,19 @@ class ExLlamaV2Engine(ExLlamaEngine):
         assert self.limits is not None
         params = request.params
         constrained = request.grammar is not None
+        guided = self.guided(params)
         settings = sampler.to_settings(
             params,
             eos_ids=self.special_tokens.eos_ids,
             vocab_size=self.vocab_size,
             dry_breakers=self.dry_breakers,
             constrained=constrained,
+            guided=guided,
         )
         filters = [self.grammar_filter(request.grammar.grammar)] if request.grammar else []
+        prompts = [request.prompt_ids, *([list(params.negative_prompt_ids)] if guided else [])]
         return ExLlamaV2DynamicJob(
-            input_ids=torch.tensor([request.prompt_ids], dtype=torch.long),
+            input_ids=[torch.tensor([ids], dtype=torch.long) for ids in prompts],
             max_new_tokens=max_new_tokens + self.limits.draft_tokens,
             min_new_tokens=params.min_tokens,
             gen_settings=settings,

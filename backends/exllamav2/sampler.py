@@ -42,11 +42,13 @@ def to_settings(
     vocab_size: int,
     dry_breakers: Callable[[tuple[str, ...]], frozenset[int]],
     constrained: bool = False,
+    guided: bool = False,
 ) -> Any:
     """A new, fully set ``ExLlamaV2Sampler.Settings`` for one job.
 
     ``vocab_size`` is the model's (the logits are that wide, padded to 32); ``dry_breakers``
-    turns DRY's sequence breaker strings into token ids (the engine caches it).
+    turns DRY's sequence breaker strings into token ids (the engine caches it); ``guided``: the
+    job holds the negative prompt's sequence too, and the sampler mixes both (CFG).
     """
     import torch
     from exllamav2.generator import ExLlamaV2Sampler
@@ -76,7 +78,7 @@ def to_settings(
         token_repetition_decay=params.repetition_decay,
         token_frequency_penalty=params.frequency_penalty,
         token_presence_penalty=params.presence_penalty,
-        cfg_scale=None,
+        cfg_scale=params.cfg_scale if guided else None,
         post_sampling_hooks=[],
         dry_multiplier=params.dry_multiplier,
         dry_base=params.dry_base,

@@ -38,6 +38,9 @@ def unsupported(params: SamplingParams) -> list[str]:
         "mirostat_mode": params.mirostat_mode != 0,
         "repetition_penalty_slope": params.repetition_penalty_slope > 0,
         "sampler_order": bool(params.sampler_order),
+        # 1.6.5 has no cfg_scale: a job's sampler gets every sequence's logits unmixed
+        # (Job.receive_logits: "TODO: (cfg)"), so a negative prompt cannot guide it.
+        "cfg_scale": params.cfg,
     }
     return [name for name, missing in checks.items() if missing]
 

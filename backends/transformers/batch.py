@@ -6,7 +6,11 @@ step for the whole batch: the last token of every row goes in, one token per row
 request joins at the next step; a finished or cancelled one leaves at once. A step in which
 sequences join (with their first tokens) skips the decode pass, and the step after it decodes
 without prefilling, so the running rows get a token at least every other step however many
-requests keep arriving. Waiting sequences join in turns across their owners (one owner's
+requests keep arriving. A CFG sequence (``cfg_scale`` other than 1) carries a hidden companion
+row for its negative prompt: prefilled with it before the sequence's own prompt, fed the same
+sampled token each step, its logits mixed into the sequence's before the samplers
+(``guided_logits``); it takes a row of the batch, leaves with its sequence, and never shows in
+the output or the job counts. Waiting sequences join in turns across their owners (one owner's
 first waiting sequence, then the next owner's, ...), and no owner holds more than its share of
 the rows, so one request with many choices cannot keep others out of the batch. Steps run on the
 process's compute thread (backends/compute.py) and queue the next one while there is work, so
@@ -23,8 +27,8 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -41,6 +45,7 @@ from backends.base import (
     put_threadsafe,
 )
 from backends.grammar_threads import allowed_tokens
+from backends.sampling import SamplingParams
 from backends.text_stream import BannedMatch, IncrementalDecoder, StopMatch, TextGate
 from backends.transformers.kv_cache import BatchCache
 from backends.transformers.samplers import (
@@ -48,6 +53,7 @@ from backends.transformers.samplers import (
     VocabIndex,
     apply_transforms,
     choose_token,
+    guided_logits,
 )
 from common.errors import GenerationError, UnavailableError
 
@@ -83,14 +89,28 @@ class Sequence:
     submitted_at: float = field(default_factory=time.perf_counter)
     prefill_started: float = 0.0
     first_token_at: float = 0.0
+    # CFG: the hidden row of the negative prompt (on the sequence it guides), and on that row
+    # the sequence it guides and the logits of its prompt's end (kept until the sequence joins).
+    negative: Sequence | None = None
+    guides: Sequence | None = None
+    last_logits: torch.Tensor | None = None
 
     @property
     def token_ids(self) -> list[int]:
         return self.context.token_ids
 
     @property
+    def members(self) -> list[Sequence]:
+        """The rows this sequence takes in the batch: its own, and its negative prompt's."""
+        return [self] if self.negative is None else [self, self.negative]
+
+    @property
     def generated(self) -> int:
         return self.context.generated
+
+
+def _hidden(item: GenerationChunk | BaseException) -> None:
+    """Where a companion row's output goes: nowhere (its sequence reports for both)."""
 
 
 def _logprob_record(
@@ -151,6 +171,28 @@ class BatchScheduler:
     ) -> Sequence:
         """Queue ``request``; ``matcher``: its grammar's llguidance matcher, built beforehand
         (never on the compute thread: a costly grammar would stall every row's step)."""
+        sequence = self._sequence(request, emit, eos_ids, matcher)
+        if self.applies_cfg(request.params):
+            negative = replace(
+                request,
+                prompt_ids=list(request.params.negative_prompt_ids),
+                logprobs=None,
+                prompt_logprobs=False,
+                grammar=None,
+            )
+            sequence.negative = self._sequence(negative, _hidden, eos_ids, None)
+            sequence.negative.guides = sequence
+        self._inbox.put(sequence)
+        self._kick()
+        return sequence
+
+    def applies_cfg(self, params: SamplingParams) -> bool:
+        """Whether a job of ``params`` runs with CFG: asked for, and two rows fit the batch."""
+        return params.cfg and self.max_batch_size >= 2
+
+    def _sequence(
+        self, request: GenerationRequest, emit: Emit, eos_ids: frozenset[int], matcher: Any
+    ) -> Sequence:
         params = request.params
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         context = SamplerContext(
@@ -162,7 +204,7 @@ class BatchScheduler:
             stop_ids=request.stop_token_ids,
             vocab=self.vocab,
         )
-        sequence = Sequence(
+        return Sequence(
             request=request,
             emit=emit,
             context=context,
@@ -170,9 +212,6 @@ class BatchScheduler:
             gate=TextGate(request.stop_strings, params.banned_strings),
             matcher=matcher,
         )
-        self._inbox.put(sequence)
-        self._kick()
-        return sequence
 
     def cancel(self, sequence: Sequence) -> None:
         if not sequence.finished:
@@ -186,7 +225,12 @@ class BatchScheduler:
 
     @property
     def running(self) -> int:
-        return len(self.active)
+        return len(self.jobs_running)
+
+    @property
+    def jobs_running(self) -> list[Sequence]:
+        """The running sequences that are jobs (not the hidden rows of negative prompts)."""
+        return [sequence for sequence in self.active if sequence.guides is None]
 
     @property
     def queued(self) -> int:
@@ -241,12 +285,15 @@ class BatchScheduler:
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self.waiting if s.cancelled]:
             self.waiting.remove(sequence)
-            self._abandon(sequence)
-            sequence.finished = True
+            for member in sequence.members:
+                self._abandon(member)
+                member.finished = True
         if any(s.cancelled for s in self.active):
             self._keep([s for s in self.active if not s.cancelled])
 
     def _keep(self, survivors: list[Sequence]) -> None:
+        """Keep the rows of ``survivors``; a negative prompt's row leaves with its sequence."""
+        survivors = [s for s in survivors if s.guides is None or s.guides in survivors]
         index = {id(s): row for row, s in enumerate(self.active)}
         dropped = [sequence for sequence in self.active if sequence not in survivors]
         for sequence in dropped:
@@ -275,7 +322,7 @@ class BatchScheduler:
         self._reset_cache()
 
     def _start(self, sequence: Sequence) -> bool:
-        """Begin a waiting sequence's prefill."""
+        """Begin a waiting sequence's prefill (and its negative prompt's)."""
         sequence.prefill_started = time.perf_counter()
         request = sequence.request
         if request.images:
@@ -289,7 +336,8 @@ class BatchScheduler:
                 sequence.finished = True
                 sequence.emit(GenerationError(f"Reading the images failed: {exc}"))
                 return False
-        sequence.prefill_cache = self._new_prefill(sequence)
+        for member in sequence.members:
+            member.prefill_cache = self._new_prefill(member)
         if sequence.request.prompt_logprobs:
             sequence.prompt_logprobs = [None]
         return True
@@ -305,14 +353,16 @@ class BatchScheduler:
         if not turns:
             return False
         group = self._short_prompts(turns)
-        if len(group) > 1:
+        if sum(len(sequence.members) for sequence in group) > 1:  # a CFG job has two prompts
             return self._prefill_together(group)
         return self._prefill_step(turns[0])
 
     def _turns(self) -> list[Sequence]:
         """Waiting sequences that may join, in turn order: a prefill under way first, then
         round by round across owners (each owner's first waiting sequence, then each one's
-        second, ...); those of an owner at its share of the rows wait."""
+        second, ...); those of an owner at its share of the rows wait, and so does everyone
+        after a sequence whose rows (two with CFG) are not free yet."""
+        free = self.max_batch_size - len(self.active)
         rows = Counter(sequence.request.owner for sequence in self.active)
         places: Counter[str] = Counter()
         ranked: list[tuple[bool, int, Sequence]] = []
@@ -323,21 +373,24 @@ class BatchScheduler:
         turns: list[Sequence] = []
         for _, _, sequence in sorted(ranked, key=lambda entry: entry[:2]):
             owner = sequence.request.owner
+            need = len(sequence.members)
+            if need > free:
+                break
             if rows[owner] < self.owner_rows or sequence.prefill_cache is not None:
                 turns.append(sequence)
-                rows[owner] += 1
+                rows[owner] += need
+                free -= need
         return turns
 
     def _short_prompts(self, turns: list[Sequence]) -> list[Sequence]:
         """Sequences (from the front of ``turns``) whose whole prompts fit in one pass."""
         group: list[Sequence] = []
         budget = self.chunk_size * 2
-        free = self.max_batch_size - len(self.active)
         for sequence in turns:
-            size = len(sequence.request.prompt_ids)
+            size = sum(len(member.request.prompt_ids) for member in sequence.members)
             started = sequence.prefill_cache is not None
             alone = sequence.request.prompt_logprobs or sequence.request.images
-            if started or alone or size > budget or len(group) == free:
+            if started or alone or size > budget:
                 break
             group.append(sequence)
             budget -= size
@@ -348,14 +401,30 @@ class BatchScheduler:
         group = [sequence for sequence in group if self._start(sequence)]
         if not group:
             return False
-        rows, logits = self._forward_prompts(group)
+        members = [member for sequence in group for member in sequence.members]
+        rows, logits = self._forward_prompts(members)
+        for member in members:
+            member.prefill_cache = None
+            member.prefilled = len(member.request.prompt_ids)
         for sequence in group:
             self.waiting.remove(sequence)
-            sequence.prefill_cache = None
-            sequence.prefilled = len(sequence.request.prompt_ids)
-        self.active += group
-        self._first_tokens(group, rows, logits)
+        self.active += members
+        at = {id(member): place for place, member in enumerate(members)}
+        self._first_tokens(
+            group,
+            [rows[at[id(sequence)]] for sequence in group],
+            [self._mixed(sequence, logits, at) for sequence in group],
+        )
         return True
+
+    def _mixed(self, sequence: Sequence, logits: torch.Tensor, at: dict[int, int]) -> torch.Tensor:
+        """The logits ``sequence`` samples from, out of ``logits`` whose row ``at[id(member)]``
+        is each member's: its own, mixed with its negative prompt's under CFG."""
+        own = logits[at[id(sequence)]]
+        if sequence.negative is None:
+            return own
+        negative = logits[at[id(sequence.negative)]]
+        return guided_logits(own, negative, sequence.request.params.cfg_scale)
 
     def _forward_prompts(self, group: list[Sequence]) -> tuple[list[int], torch.Tensor]:
         """One pass over the whole prompts of ``group``, which join the batch: their rows in
@@ -380,7 +449,9 @@ class BatchScheduler:
         rows = self.batch.add(cache, [len(prompt) for prompt in prompts])
         return rows, output.logits[:, -1, :].float().cpu()
 
-    def _first_tokens(self, group: list[Sequence], rows: list[int], logits: torch.Tensor) -> None:
+    def _first_tokens(
+        self, group: list[Sequence], rows: list[int], logits: Iterable[torch.Tensor]
+    ) -> None:
         """Sample the first token of sequences that just joined the batch at ``rows``."""
         finished: list[Sequence] = []
         for sequence, row, row_logits in zip(group, rows, logits, strict=True):
@@ -398,6 +469,10 @@ class BatchScheduler:
         joins the batch with its first token already sampled from the prompt's last logits."""
         if sequence.prefill_cache is None and not self._start(sequence):
             return False
+        negative = sequence.negative
+        if negative is not None and negative.prefilled < len(negative.request.prompt_ids):
+            self._prefill_negative(negative)
+            return False
         prompt = sequence.request.prompt_ids
         start = sequence.prefilled
         end = min(start + self.chunk_size, len(prompt))
@@ -413,8 +488,26 @@ class BatchScheduler:
         sequence.prefill_cache = None
         sequence.prompt_embeds = None
         self.active.append(sequence)
-        self._first_tokens([sequence], rows, logits[-1:].cpu())
+        last = logits[-1].cpu()
+        if negative is not None:
+            self._join(negative)
+            negative.prefill_cache = None
+            self.active.append(negative)
+            assert negative.last_logits is not None
+            last = guided_logits(last, negative.last_logits, sequence.request.params.cfg_scale)
+            negative.last_logits = None
+        self._first_tokens([sequence], rows, [last])
         return True
+
+    def _prefill_negative(self, negative: Sequence) -> None:
+        """Feed the next chunk of a negative prompt (before the prompt it guides)."""
+        prompt = negative.request.prompt_ids
+        start = negative.prefilled
+        end = min(start + self.chunk_size, len(prompt))
+        logits = self._forward_chunk(negative, start, end, False)
+        negative.prefilled = end
+        if end == len(prompt):
+            negative.last_logits = logits[-1].cpu()
 
     def _forward_chunk(
         self, sequence: Sequence, start: int, end: int, every_position: bool
@@ -454,10 +547,13 @@ class BatchScheduler:
 
     def _decode_step(self) -> None:
         logits = self._forward_decode([s.pending_token for s in self.active])
+        at = {id(sequence): row for row, sequence in enumerate(self.active)}
         finished: list[Sequence] = []
         for row, sequence in enumerate(self.active):
+            if sequence.guides is not None:
+                continue  # a negative prompt's row: its logits are mixed into its sequence's
             try:
-                if self._advance(sequence, row, logits[row]):
+                if self._advance(sequence, row, self._mixed(sequence, logits, at)):
                     finished.append(sequence)
             except Exception as exc:  # one sequence's failure does not stop the others
                 logger.exception(f"request {sequence.request.request_id} failed")
@@ -519,8 +615,13 @@ class BatchScheduler:
             return self._finish(sequence, "length", None, self._tail(sequence))
         if sequence.matcher is not None and sequence.matcher.is_stopped():
             return self._finish(sequence, "stop", None, self._tail(sequence))
-        sequence.pending_token = token
+        self._feed_next(sequence, token)
         return False
+
+    def _feed_next(self, sequence: Sequence, token: int) -> None:
+        """``token`` goes in next for ``sequence`` (and for its negative prompt's row)."""
+        for member in sequence.members:
+            member.pending_token = token
 
     def _apply_grammar(self, sequence: Sequence, logits: torch.Tensor) -> torch.Tensor:
         allowed = allowed_tokens(sequence.matcher, logits.shape[-1])
@@ -540,7 +641,9 @@ class BatchScheduler:
             sequence.matcher.rollback(tokens_back)
         # The cache holds every token but the one just sampled; re-feed the new last token.
         self._rewind(row, tokens_back)
-        sequence.pending_token = context.token_ids[-1]
+        if sequence.negative is not None:  # it holds the same tokens after its own prompt
+            self._rewind(self.active.index(sequence.negative), tokens_back)
+        self._feed_next(sequence, context.token_ids[-1])
 
     def _rewind(self, row: int, tokens: int) -> None:
         """Forget the last ``tokens`` cached tokens of ``row``."""

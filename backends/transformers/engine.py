@@ -83,8 +83,12 @@ class BatchedEngine(Engine):
         """The llguidance matcher of ``grammar`` for this model's vocabulary."""
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
-        """Every sampler runs here (Serval's own, on the logits) except token healing."""
-        return ["token_healing"] if params.token_healing else []
+        """Every sampler runs here (Serval's own, on the logits) except token healing, and CFG
+        in a batch of one row (its negative prompt needs a second)."""
+        found = ["token_healing"] if params.token_healing else []
+        if params.cfg and self.scheduler is not None and not self.scheduler.applies_cfg(params):
+            found.append("cfg_scale")
+        return found
 
     def _info(self, **fields: Any) -> EngineInfo:
         """:meth:`info`: what every batched engine says, and the engine's own ``fields``."""
@@ -109,9 +113,10 @@ class BatchedEngine(Engine):
         scheduler = self.scheduler
         if scheduler is None:
             raise UnavailableError("The model is not loaded.")
-        if len(request.prompt_ids) + request.max_new_tokens > self._max_seq_len:
+        longest = max(len(request.prompt_ids), len(request.params.negative_prompt_ids))
+        if longest + request.max_new_tokens > self._max_seq_len:
             raise ContextLengthError(
-                f"The prompt ({len(request.prompt_ids)} tokens) and max_tokens "
+                f"The prompt ({longest} tokens) and max_tokens "
                 f"({request.max_new_tokens}) exceed the context length ({self._max_seq_len})."
             )
         if not request.prompt_ids:
@@ -136,7 +141,7 @@ class BatchedEngine(Engine):
         scheduler = self.scheduler
         if scheduler is None:
             return
-        for sequence in [*scheduler.active, *scheduler.waiting]:
+        for sequence in [*scheduler.jobs_running, *scheduler.waiting]:
             if not sequence.finished:
                 sequence.emit(UnavailableError(CANCELLED, code="cancelled"))
             scheduler.cancel(sequence)

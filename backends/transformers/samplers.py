@@ -2,7 +2,9 @@
 
 Each transform takes the float32 logits of one sequence (shape ``[vocab]``) and a
 :class:`SamplerContext`, and returns new logits; removed tokens get ``-inf``. Every transform
-returns at once when its sampler is off. They run in the order of :data:`DEFAULT_ORDER`:
+returns at once when its sampler is off. A CFG job's logits are first mixed with those of its
+negative prompt (:func:`guided_logits`). The transforms run in the order of
+:data:`DEFAULT_ORDER`:
 
 1. ``logit_bias``   add the request's biases
 2. ``token_bans``   banned / allowed tokens; EOS held back by ``ban_eos_token``, and EOS and the
@@ -158,6 +160,18 @@ class SamplerContext:
 
 
 Transform = Callable[[torch.Tensor, SamplerContext], torch.Tensor]
+
+
+# ----- classifier-free guidance (before every transform) -------------------------------------
+
+
+def guided_logits(positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+    """CFG as ExLlamaV2 0.3.2 does it (``ExLlamaV2Sampler.sample``), before every other step:
+    ``neg + scale * (pos - neg)`` of the two sequences' log-softmaxed logits, the prompt's
+    (``positive``) and the negative prompt's. ``scale`` 1 gives the prompt's own distribution."""
+    pos = torch.log_softmax(positive.float(), dim=-1)
+    neg = torch.log_softmax(negative.float(), dim=-1)
+    return neg + scale * (pos - neg)
 
 
 def _ids(values: Collection[int], vocab: int) -> torch.Tensor:

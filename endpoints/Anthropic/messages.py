@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import GenerationRequest
-from common.chat_output import ChatOutput
+from common.chat.output import ChatOutput
 from common.errors import ServalError
 from common.generation import Completion, merge_streams
 from common.model import Lease

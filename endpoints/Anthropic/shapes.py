@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.chat_output import ChatOutput, OutputDelta
+from common.chat.output import ChatOutput, OutputDelta
 from common.generation import Completion
 from endpoints.Anthropic.types import (
     ContentBlock,

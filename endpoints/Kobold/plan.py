@@ -124,7 +124,7 @@ class KoboldPlan:
     async def jobs(self, request_id: str) -> list[GenerationRequest]:
         self.prompt_ids = await self._prompt(self.body, self.budget)
         limits = self.state.config.limits
-        return jobs_for(
+        return await jobs_for(
             self.lease,
             request_id,
             [self.prompt_ids],

@@ -10,19 +10,19 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 
 from backends.base import NO_IMAGES, GenerationRequest, ImageInput
-from common.chat import ChatPrompt, add_bos_for, check_message_count, render_prompt
-from common.chat_output import ChatOutput
-from common.chat_plan import Constraints, OutputPlan, generation_controls, output_plan
+from common.chat.output import ChatOutput
+from common.chat.plan import Constraints, OutputPlan, generation_controls, output_plan
+from common.chat.prompt import ChatPrompt, add_bos_for, check_message_count, render_prompt
+from common.chat.reasoning_budget import BudgetedRunner
+from common.chat.tools.choice import ToolChoice
+from common.chat.tools.formats import ToolFormat, tool_format
 from common.errors import BadRequestError, UnsupportedError
 from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.grammar import GrammarBounds, compile_grammar
 from common.images import load_images
 from common.jobs import jobs_for, prompt_ids, sampling
 from common.model import Lease
-from common.reasoning_budget import BudgetedRunner
 from common.tokenizing import check_chars_fit
-from common.tools.choice import ToolChoice
-from common.tools.formats import ToolFormat, tool_format
 from endpoints.dependencies import get_state, require_api
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
@@ -254,7 +254,7 @@ async def plan_chat_jobs(
     )
     if budget is not None:
         plan.runner = BudgetedRunner(lease, budget)
-    return jobs_for(
+    return await jobs_for(
         lease,
         request_id,
         [ids],

@@ -7,7 +7,7 @@ shape the OpenAI SDKs add up. Legacy ``functions`` requests get ``function_call`
 
 from __future__ import annotations
 
-from common.chat_output import ChatOutput, OutputDelta
+from common.chat.output import ChatOutput, OutputDelta
 from endpoints.OAI.types.chat import (
     ChatDelta,
     DeltaFunctionCall,

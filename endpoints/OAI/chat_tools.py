@@ -1,4 +1,4 @@
-"""The tool fields of a chat request, as one :class:`~common.tools.choice.ToolChoice`.
+"""The tool fields of a chat request, as one :class:`~common.chat.tools.choice.ToolChoice`.
 
 ``tools`` / ``tool_choice`` / ``parallel_tool_calls``, or the legacy ``functions`` /
 ``function_call`` (which allow one call, answered as ``message.function_call``).
@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from common.chat.tools.choice import FunctionSpec, ToolChoice, tool_choice
 from common.errors import BadRequestError
-from common.tools.choice import FunctionSpec, ToolChoice, tool_choice
 from endpoints.OAI.types.chat import (
     ChatCompletionRequest,
     FunctionDefinition,

@@ -74,7 +74,7 @@ class _CompletionAnswer:
             await prompt_ids(self.lease, p, self.limits, add_bos=add_bos) for p in body.prompts()
         ]
         grammar = await request_grammar(self.params, self.limits, schema_of(body.response_format))
-        return jobs_for(
+        return await jobs_for(
             self.lease,
             request_id,
             self.prompt_ids,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.chat_output import OutputDelta
-from common.tools.calls import ToolCallDelta
+from common.chat.output import OutputDelta
+from common.chat.tools.calls import ToolCallDelta
 from endpoints.OAI.shapes import new_id
 from endpoints.OAI.types.chat import ChatMessage, FunctionCall, ToolCall
 from endpoints.OAI.types.responses import (

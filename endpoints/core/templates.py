@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from common.auth import KeyLevel
-from common.templating import list_templates, load_named_template
+from common.chat.templates import list_templates, load_named_template
 from endpoints.core.types import NameList, TemplateSwitchRequest
 from endpoints.dependencies import get_state, require_admin, require_api
 

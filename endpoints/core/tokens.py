@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from common.chat import ChatPrompt, check_message_count, render_prompt
+from common.chat.prompt import ChatPrompt, check_message_count, render_prompt
+from common.chat.tools.formats import tool_format
 from common.errors import BadRequestError
 from common.generation import check_prompt_ids
 from common.tokenizing import encode_text
-from common.tools.formats import tool_format
 from endpoints.core.types import (
     TokenDecodeRequest,
     TokenDecodeResponse,

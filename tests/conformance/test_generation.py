@@ -1,5 +1,5 @@
 """Completions, chat and responses through the OpenAI SDK, the same on every engine: shapes,
-streaming, n, stop strings, logprobs, clamping, context-length errors, a grammar, unapplied
+streaming, n, stop strings, logprobs, clamping, context-length errors, a grammar, CFG, unapplied
 sampler settings."""
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ UNAPPLIED: list[tuple[dict[str, Any], str, set[str]]] = [
     ({"top_a": 0.2}, "top_a", {"exllamav3"}),
     ({"repetition_penalty": 1.1, "repetition_penalty_slope": 0.5}, "repetition_penalty_slope",
      {"exllamav2", "exllamav3"}),
+    # CFG: ExLlamaV2 only in paged mode (its stand-in runs unpaged), ExLlamaV3 1.6.5 not at all.
+    ({"cfg_scale": 2.0, "negative_prompt": "No."}, "cfg_scale", {"exllamav2", "exllamav3"}),
+    ({"guidance_scale": 2.0}, "cfg_scale", {"exllamav2", "exllamav3"}),
 ]  # fmt: skip
+CFG_UNAPPLIED = UNAPPLIED[-1][2]
 
 
 def sdk(served: Served) -> openai.OpenAI:
@@ -249,3 +253,55 @@ def test_settings_the_engine_cannot_apply_are_named(
     assert (name in named) == (served.backend in engines), named
     if served.backend in engines:
         assert f"does not apply: {name}" in served.server.log()
+
+
+# A negative prompt that is the likely continuation: CFG at 3 steers greedy text away from it.
+CFG_PROMPT = "The capital of France is"
+CFG = {"cfg_scale": 3.0, "negative_prompt": "The capital of France is Paris, a city"}
+
+
+def test_cfg_steers_greedy_text_away_from_the_negative_prompt(served: Served) -> None:
+    if served.backend in CFG_UNAPPLIED:
+        pytest.skip(f"{served.backend} names cfg_scale as not applied (checked above)")
+    client = sdk(served)
+
+    def complete(**extra: Any) -> str:
+        raw = client.completions.with_raw_response.create(
+            model="x", prompt=CFG_PROMPT, max_tokens=8, temperature=0, extra_body=extra
+        )
+        assert "cfg_scale" not in raw.headers.get("x-serval-unsupported-params", "")
+        return raw.parse().choices[0].text
+
+    plain = complete()
+    assert complete(cfg_scale=1, negative_prompt=CFG["negative_prompt"]) == plain
+    guided = complete(**CFG)
+    assert guided != plain and complete(**CFG) == guided
+    stream = client.completions.create(
+        model="x", prompt=CFG_PROMPT, max_tokens=8, temperature=0, stream=True, extra_body=CFG
+    )
+    assert "".join(chunk.choices[0].text for chunk in stream) == guided
+    answer = client.completions.create(
+        model="x", prompt=CFG_PROMPT, max_tokens=4, n=2, seed=5, temperature=1.0,
+        extra_body={**CFG, "min_tokens": 4},
+    )  # fmt: skip
+    assert [c.index for c in answer.choices] == [0, 1] and answer.usage.completion_tokens == 8
+    chat = client.chat.completions.create(
+        model="x", messages=QUESTION, max_tokens=4, temperature=0, stream=True, extra_body=CFG
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chat if chunk.choices)
+
+
+def test_bad_cfg_settings_are_400(served: Served) -> None:
+    long_negative = " the" * (context_of(served) + 5)
+    with served.server.client() as client:
+        for body, param in (
+            ({"cfg_scale": 0}, "cfg_scale"),
+            ({"cfg_scale": 2, "negative_prompt": long_negative}, "negative_prompt"),
+        ):
+            for stream in (False, True):
+                response = client.post(
+                    "/v1/completions",
+                    json={"prompt": "Hi", "max_tokens": 2, "stream": stream, **body},
+                )
+                assert response.status_code == 400, response.text
+                assert param in str(response.json()["error"]["param"]), response.text

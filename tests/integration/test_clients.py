@@ -38,7 +38,6 @@ def test_sillytavern_tabbyapi_body_names_nothing_it_did_not_ask_for(server: Serv
 @pytest.mark.parametrize(
     ("changes", "named"),
     [
-        ({"guidance_scale": 1.5, "negative_prompt": "sad"}, "guidance_scale,negative_prompt"),
         ({"speculative_ngram": True}, "speculative_ngram"),
         ({"smoothing_factor": 0.3, "smoothing_curve": 2}, "smoothing_curve"),
     ],
@@ -51,6 +50,24 @@ def test_sillytavern_settings_no_engine_applies_are_named(
         response = client.post("/v1/completions", json=body)
     assert response.status_code == 200, response.text
     assert response.headers[UNSUPPORTED_HEADER] == named
+
+
+@pytest.mark.parametrize(
+    ("body", "route"),
+    [
+        ("clients/sillytavern_tabbyapi.json", "/v1/completions"),
+        ("kobold_clients/kobold_lite_default.json", "/api/v1/generate"),
+    ],
+)
+def test_cfg_of_sillytavern_and_koboldcpp_is_applied(
+    server: ServerProcess, body: str, route: str
+) -> None:
+    """CFG (guidance_scale with a negative prompt) runs on the CPU engine: nothing named."""
+    cfg = {"guidance_scale": 1.5, "negative_prompt": "sad", "max_tokens": 2, "max_length": 2}
+    with server.client(timeout=120) as client:
+        response = client.post(route, json={**fixture(body)["body"], **cfg})
+    assert response.status_code == 200, response.text
+    assert UNSUPPORTED_HEADER not in response.headers
 
 
 def test_koboldcpp_settings_no_engine_applies_are_named_and_nsigma_is_applied(

@@ -18,6 +18,7 @@ THINKING_TEMPLATE = (
     "{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
 )
 QUESTION = [{"role": "user", "content": "Why is the sky blue?"}]
+RENDERED = "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n<think>\n"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_all_reasoning_when_the_block_never_closes(
         base_url=f"{thinking_server.url}/v1", api_key=API_KEY, max_retries=0
     ).completions.create(
         model="x",
-        prompt="<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n<think>\n",
+        prompt=RENDERED,
         max_tokens=16,
         temperature=0,
     )
@@ -95,6 +96,17 @@ def test_budget_closes_the_block_and_the_answer_follows(client: openai.OpenAI) -
     assert _streamed(client, **request) == (reasoning, content, reason)
     usage = client.chat.completions.create(**request).usage
     assert usage.completion_tokens == 20  # the end tag counts toward max_tokens
+
+
+def test_cfg_continues_past_the_budget_end_tag(client: openai.OpenAI) -> None:
+    """A negative prompt equal to the prompt as rendered changes nothing at any scale, also in
+    the job that answers after the forced end tag: its negative prompt reads the same tokens."""
+    budget = {"reasoning_budget_tokens": 6}
+    request = dict(model="x", messages=QUESTION, max_tokens=20, temperature=0, extra_body=budget)
+    guided = {**budget, "cfg_scale": 3.0, "negative_prompt": RENDERED}
+    plain = _whole(client, **request)
+    assert plain[1]  # an answer after the end tag
+    assert _whole(client, **{**request, "extra_body": guided}) == plain
 
 
 def test_thinking_off_in_the_template_means_no_reasoning(client: openai.OpenAI) -> None:

@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from common.chat_output import OutputDelta
+from common.chat.output import OutputDelta
+from common.chat.tools.calls import ToolCallDelta
 from common.errors import BadRequestError, GenerationError
-from common.tools.calls import ToolCallDelta
 from endpoints.Anthropic.messages import stream_error
 from endpoints.Anthropic.shapes import BlockStream
 from endpoints.Anthropic.translate import chat_request
@@ -61,13 +61,13 @@ def test_tool_choice_and_stop_sequences_map_to_their_chat_fields() -> None:
             "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
             "stop_sequences": ["END"],
             "min_p": 0.1,
-            "cfg_scale": 1.5,
+            "speculative_ngram": True,
         }
     )
     chat = chat_request(body)
     assert chat.tool_choice == "required" and chat.parallel_tool_calls is False
     assert chat.stop == ["END"] and chat.min_p == 0.1
-    assert chat.not_applied == ("cfg_scale",)  # named to the client, as on every route
+    assert chat.not_applied == ("speculative_ngram",)  # named to the client, as on every route
 
 
 def test_blocks_open_and_close_as_the_output_changes_kind() -> None:

@@ -219,6 +219,49 @@ def test_clamping_happens_before_the_generator_sees_a_job(engine: Any) -> None:
         engine.room_for(sized(700, 10))
 
 
+def paged_engine(model_dir: Path) -> Any:
+    """An engine as it is with flash-attn >= 2.5.7 (paged attention), which this machine lacks:
+    only its jobs are built here, no generator runs."""
+    paged = engine_for(model_dir, max_seq_len=700)
+    paged.paged = True
+    return paged
+
+
+def test_a_cfg_job_holds_both_sequences_in_paged_mode(exllamav2: Any, model_dir: Path) -> None:
+    paged = paged_engine(model_dir)
+    negative = tuple(paged.encode("A sad story"))
+    params = SamplingParams(cfg_scale=1.5, negative_prompt_ids=negative)
+    req = request(paged, params=params)
+    job = paged.build_job(req, 20)
+    sequences = [sequence.input_ids.torch().tolist() for sequence in job.sequences]
+    assert sequences == [[req.prompt_ids], [list(negative)]]
+    assert job.gen_settings.cfg_scale == 1.5
+    assert paged.unsupported_params(params) == []
+    plain = paged.build_job(request(paged), 20)
+    assert len(plain.sequences) == 1 and plain.gen_settings.cfg_scale is None
+
+
+def test_cfg_without_paged_attention_is_named_and_the_job_has_one_sequence(engine: Any) -> None:
+    params = SamplingParams(cfg_scale=1.5, negative_prompt_ids=(1,))
+    assert engine.unsupported_params(params) == ["cfg_scale"]
+    job = engine.build_job(request(engine, params=params), 20)
+    assert len(job.sequences) == 1 and job.gen_settings.cfg_scale is None
+
+
+def test_a_cfg_job_is_clamped_to_room_for_both_sequences(exllamav2: Any, model_dir: Path) -> None:
+    paged = paged_engine(model_dir)  # a cache of 768 tokens: three pages of 256
+
+    def sized(prompt_len: int, negative_len: int) -> GenerationRequest:
+        params = SamplingParams(cfg_scale=2.0, negative_prompt_ids=(10,) * negative_len)
+        req = request(paged, params=params, max_new_tokens=300)
+        req.prompt_ids = [10] * prompt_len
+        return req
+
+    assert paged.room_for(sized(100, 1)) == 78  # (768 - 101 - 2 * 255) // 2
+    with pytest.raises(ContextLengthError, match="negative prompt"):
+        paged.room_for(sized(100, 300))
+
+
 def test_the_grammar_filter_allows_only_what_the_schema_allows(engine: Any) -> None:
     grammar = from_json_schema({"type": "object", "properties": {"a": {"type": "integer"}}})
     req = request(engine, params=SamplingParams(banned_strings=("x",)), grammar=grammar)

@@ -10,9 +10,9 @@ import pytest
 
 from backends.llamacpp import native
 from backends.registry import choose_backend, unavailable_reason
+from common.chat.templates import find_model_template
 from common.errors import BadRequestError, UnsupportedError
 from common.model_files import check_model_folder, context_length, gguf_metadata
-from common.templating import find_model_template
 
 
 def _string(text: str) -> bytes:

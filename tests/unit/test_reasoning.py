@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.chat_output import ChatOutput, ChatOutputParser
-from common.reasoning import ReasoningSplitter, prompt_opens_reasoning
-from common.tools.formats import FORMATS
+from common.chat.output import ChatOutput, ChatOutputParser
+from common.chat.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from common.chat.tools.formats import FORMATS
 from tests.unit.test_tool_parsers import splits
 
 

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from backends.base import GenerationChunk
-from common.chat_output import OutputDelta
-from common.chat_plan import OutputPlan
+from common.chat.output import OutputDelta
+from common.chat.plan import OutputPlan
+from common.chat.tools.calls import ToolCallDelta
 from common.errors import BadRequestError
-from common.tools.calls import ToolCallDelta
 from endpoints.OAI.responses import _Responder
 from endpoints.OAI.responses_input import chat_request, conversation_of, tool_namespaces
 from endpoints.OAI.responses_output import OutputBuilder

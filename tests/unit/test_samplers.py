@@ -20,6 +20,7 @@ from backends.transformers.samplers import (
     VocabIndex,
     apply_transforms,
     choose_token,
+    guided_logits,
     sampler_order,
 )
 from common.sampling import kobold_sampler_order
@@ -596,3 +597,16 @@ def test_params_are_frozen_per_request() -> None:
     with pytest.raises(AttributeError):
         params.temperature = 1.0  # type: ignore[misc]
     assert replace(params, temperature=1.0).temperature == 1.0
+
+
+def test_cfg_mixes_the_log_probabilities_of_both_prompts() -> None:
+    """neg + s * (pos - neg) of the log-softmaxed rows (ExLlamaV2's formula): scale 1 is the
+    prompt's distribution, a larger one pushes away from what the negative prompt favours."""
+    positive = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    negative = torch.tensor([3.0, -1.0, 0.0, 0.0])
+    pos, neg = torch.log_softmax(positive, -1), torch.log_softmax(negative, -1)
+    assert torch.allclose(guided_logits(positive, negative, 1.0), pos)
+    mixed = guided_logits(positive, negative, 3.0)
+    assert torch.allclose(mixed, neg + 3.0 * (pos - neg))
+    assert int(positive.argmax()) == 0 and int(mixed.argmax()) == 1  # token 0 is the negative's
+    assert torch.allclose(guided_logits(positive + 7.0, negative - 2.0, 3.0), mixed)  # shift-free

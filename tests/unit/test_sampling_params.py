@@ -43,6 +43,7 @@ ALIASES = [
     ("ignore_eos", "ban_eos_token", True),
     ("grammar", "grammar_string", 'root ::= "a"'),
     ("nsigma", "top_n_sigma", 1.5),
+    ("guidance_scale", "cfg_scale", 1.5),
 ]
 
 
@@ -67,8 +68,6 @@ def test_the_alias_table_covers_every_declared_alias() -> None:
 @pytest.mark.parametrize(
     ("sent", "named"),
     [
-        ({"guidance_scale": 1.5, "negative_prompt": "bad"}, ("guidance_scale", "negative_prompt")),
-        ({"cfg_scale": 2}, ("cfg_scale",)),
         ({"speculative_ngram": True}, ("speculative_ngram",)),
         ({"smoothing_curve": 2.0}, ("smoothing_curve",)),
         ({"adaptive_target": 0.4, "adaptive_decay": 0.9}, ("adaptive_target", "adaptive_decay")),
@@ -92,6 +91,28 @@ def test_settings_no_engine_applies_are_carried_to_be_named(
     request = SamplerRequest.model_validate({"temperature": 0.5, **sent})
     assert request.not_applied == named
     assert resolve(request).not_applied == named
+
+
+def test_cfg_is_resolved_like_every_sampler() -> None:
+    """SillyTavern's guidance_scale is TabbyAPI's cfg_scale; a preset may force it and the
+    negative prompt; 1 is off."""
+    sent = SamplerRequest.model_validate({"guidance_scale": 1.5, "negative_prompt": "sad"})
+    params = resolve(sent)
+    assert (params.cfg_scale, params.negative_prompt, params.cfg) == (1.5, "sad", True)
+    assert params.not_applied == ()
+    assert not resolve(SamplerRequest.model_validate({"cfg_scale": 1})).cfg
+    preset = OverridePreset.from_mapping(
+        {"cfg_scale": {"override": 2.0, "force": True}, "negative_prompt": "dull"}
+    )
+    forced = resolve(sent, preset)
+    assert (forced.cfg_scale, forced.negative_prompt) == (2.0, "sad")
+    assert resolve(SamplerRequest(), preset).negative_prompt == "dull"
+
+
+@pytest.mark.parametrize("scale", [0, -1, 101])
+def test_a_cfg_scale_out_of_bounds_is_refused(scale: float) -> None:
+    with pytest.raises(ValidationError):
+        SamplerRequest.model_validate({"cfg_scale": scale})
 
 
 def test_canonical_names_work_too() -> None:
@@ -346,7 +367,7 @@ def test_every_sample_preset_key_has_a_comment() -> None:
 
 def test_preset_files_skip_samplers_serval_lacks(tmp_path: Path) -> None:
     (tmp_path / "from_tabby.yml").write_text(
-        "temperature:\n  override: 0.7\ncfg_scale:\n  override: 1.5\n"
+        "temperature:\n  override: 0.7\nspeculative_ngram:\n  override: true\n"
     )
     loaded = load_preset("from_tabby", tmp_path)
     assert set(loaded.entries) == {"temperature"}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.chat.templates import ChatTemplate
 from common.errors import TemplateError
-from common.templating import ChatTemplate
 
 MESSAGES = {"messages": [{"role": "user", "content": " hi "}]}
 ATTACKS = {

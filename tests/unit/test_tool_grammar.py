@@ -8,10 +8,10 @@ import llguidance
 import llguidance.hf
 import pytest
 
+from common.chat.tools.choice import FunctionSpec, ToolChoice, tool_choice
+from common.chat.tools.formats import FORMATS
+from common.chat.tools.grammar import ReasoningSyntax, answer_grammar, tool_call_grammar
 from common.errors import GrammarError
-from common.tools.choice import FunctionSpec, ToolChoice, tool_choice
-from common.tools.formats import FORMATS
-from common.tools.grammar import ReasoningSyntax, answer_grammar, tool_call_grammar
 from tests.support.tiny_model import build_tokenizer
 
 LEVEL = FunctionSpec(

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from common.tools.calls import ContentDelta, ToolCallDelta
-from common.tools.formats import FORMATS, tool_format
-from common.tools.parser import ToolCallParser
+from common.chat.tools.calls import ContentDelta, ToolCallDelta
+from common.chat.tools.formats import FORMATS, tool_format
+from common.chat.tools.parser import ToolCallParser
 
 Result = tuple[str, list[tuple[str, str]]]
 

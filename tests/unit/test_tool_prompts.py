@@ -7,9 +7,9 @@ import asyncio
 import re
 
 from backends.base import SpecialTokens
-from common.chat import ChatPrompt, render_prompt
-from common.templating import ChatTemplate, load_named_template
-from common.tools.formats import FORMATS
+from common.chat.prompt import ChatPrompt, render_prompt
+from common.chat.templates import ChatTemplate, load_named_template
+from common.chat.tools.formats import FORMATS
 
 SPECIAL = SpecialTokens(1, (2,), None, "<s>", "</s>", None, None, False)
 TOOLS = [

@@ -204,3 +204,165 @@ def test_owners_take_turns_for_the_batch_and_keep_to_their_share(
         for sequence in flood:
             scheduler.cancel(sequence)
         scheduler.stop()
+
+
+# ----- classifier-free guidance: a hidden row for the negative prompt ----------------------------
+
+
+def guided(
+    engine: TransformersEngine, prompt: str, negative: str, scale: float, **kw
+) -> GenerationRequest:
+    """A CFG job, its negative prompt tokenized as request planning does (common/jobs.py)."""
+    ids = tuple(engine.encode(negative))
+    return job(engine, prompt, cfg_scale=scale, negative_prompt_ids=ids, **kw)
+
+
+def tokens_of(engine: TransformersEngine, *requests: GenerationRequest) -> list[list[int]]:
+    async def together() -> list[Completion]:
+        return await asyncio.gather(*(collect(engine, request) for request in requests))
+
+    return [completion.token_ids for completion in run(engine, together())]
+
+
+@pytest.mark.parametrize("extra", [{}, {"banned_strings": ("e",)}], ids=["plain", "backtracking"])
+def test_a_negative_prompt_equal_to_the_prompt_changes_nothing(
+    engine: TransformersEngine, extra: dict
+) -> None:
+    """neg + s * (pos - neg) is pos when both rows read the same text: only a companion row fed
+    exactly the tokens its sequence samples (and rewound with it) keeps the greedy text."""
+    prompt = "The import statement"
+    plain = job(engine, prompt, max_tokens=12, min_tokens=12, **extra)
+    same = guided(engine, prompt, prompt, 4.0, max_tokens=12, min_tokens=12, **extra)
+    (alone,) = tokens_of(engine, plain)
+    assert tokens_of(engine, same) == [alone]
+    assert tokens_of(engine, same, plain, same) == [alone, alone, alone]  # rows stay apart
+
+
+def test_cfg_steers_greedy_output_reproducibly(engine: TransformersEngine) -> None:
+    prompt, negative = "The import statement", "A class"
+    (plain,) = tokens_of(engine, job(engine, prompt, max_tokens=12, min_tokens=12))
+    first = tokens_of(engine, guided(engine, prompt, negative, 3.0, max_tokens=12, min_tokens=12))
+    again = tokens_of(engine, guided(engine, prompt, negative, 3.0, max_tokens=12, min_tokens=12))
+    assert first == again and first[0] != plain
+
+
+def test_a_negative_prompt_prefilled_in_chunks_gives_the_same_text(
+    engine: TransformersEngine,
+) -> None:
+    """A negative prompt longer than a prefill chunk is fed chunk by chunk before the prompt;
+    the text is that of a one-pass prefill. The hidden row counts in no job count and leaves
+    with its sequence."""
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        device=engine.device,
+        max_batch_size=4,
+        chunk_size=3,
+    )
+    eos = frozenset(engine.special_tokens.eos_ids)
+    negative = "Exceptions are raised when the import statement fails"
+    request = guided(engine, "A class", negative, 2.5, max_tokens=8, min_tokens=8)
+    (one_pass,) = tokens_of(engine, request)
+    chunks: list[GenerationChunk] = []
+    done = threading.Event()
+    counts: list[int] = []
+
+    def emit(item: GenerationChunk | BaseException) -> None:
+        assert isinstance(item, GenerationChunk)
+        chunks.append(item)
+        counts.append(scheduler.running)
+        if item.finish_reason is not None:
+            done.set()
+
+    try:
+        scheduler.submit(request, emit, eos)
+        assert done.wait(timeout=120)
+    finally:
+        scheduler.stop()
+    assert [t for chunk in chunks for t in chunk.token_ids] == one_pass
+    assert set(counts) == {1} and chunks[-1].stats is not None
+    assert chunks[-1].stats.prompt_tokens == len(request.prompt_ids)
+    assert scheduler.active == []
+
+
+def test_cancelling_a_cfg_job_frees_both_rows(engine: TransformersEngine) -> None:
+    scheduler = engine.scheduler
+    assert scheduler is not None
+
+    async def scenario() -> int:
+        request = guided(engine, "Hello", "Goodbye", 2.0, max_tokens=400, min_tokens=400)
+        stream = engine.generate(request)
+        for _ in range(3):
+            await stream.__anext__()
+        assert engine.active_jobs == 1 and len(scheduler.active) == 2
+        await stream.aclose()
+        for _ in range(1000):
+            if not scheduler.active and engine.queued_jobs == 0:
+                break
+            await asyncio.sleep(0.01)
+        return len(scheduler.active)
+
+    assert run(engine, scenario()) == 0
+
+
+def test_cfg_in_a_batch_of_one_row_is_named_and_not_applied(engine: TransformersEngine) -> None:
+    params = SamplingParams(cfg_scale=2.0, negative_prompt_ids=(1,))
+    assert engine.unsupported_params(params) == []
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        device=engine.device,
+        max_batch_size=1,
+        chunk_size=8,
+    )
+    original, engine.scheduler = engine.scheduler, scheduler
+    try:
+        assert engine.unsupported_params(params) == ["cfg_scale"]
+    finally:
+        engine.scheduler = original
+
+
+def test_a_cfg_job_waits_for_two_free_rows_and_then_runs(engine: TransformersEngine) -> None:
+    """Two rows, an owner share of one: a CFG job (two rows) behind a running job waits for it
+    to leave, and then runs although it holds more than its owner's share; nothing wedges."""
+    scheduler = BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        device=engine.device,
+        max_batch_size=2,
+        chunk_size=engine.prefill_chunk,
+        owner_share=0.5,
+    )
+    eos = frozenset(engine.special_tokens.eos_ids)
+    cfg = guided(engine, "A class", "The import statement", 2.5, max_tokens=6, min_tokens=6)
+    (alone,) = tokens_of(engine, cfg)
+    results: dict[str, list[int]] = {}
+    order: list[str] = []
+    done = threading.Event()
+
+    def emit_for(name: str) -> Callable[[GenerationChunk | BaseException], None]:
+        tokens: list[int] = []
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            assert isinstance(item, GenerationChunk)
+            tokens.extend(item.token_ids)
+            if item.finish_reason is not None:
+                results[name] = tokens
+                order.append(name)
+                if len(results) == 3:
+                    done.set()
+
+        return emit
+
+    try:
+        scheduler.submit(job(engine, "Hello", max_tokens=6, min_tokens=6), emit_for("first"), eos)
+        scheduler.submit(cfg, emit_for("cfg"), eos)
+        scheduler.submit(job(engine, "x", max_tokens=2, min_tokens=2), emit_for("last"), eos)
+        assert done.wait(timeout=120)
+    finally:
+        scheduler.stop()
+    assert order == ["first", "cfg", "last"] and results["cfg"] == alone
+    assert scheduler.active == []

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backends.base import GrammarSpec, ModelView
+from common.chat.tools.choice import FunctionSpec, ToolChoice
+from common.chat.tools.formats import ToolFormat
+from common.chat.tools.hermes import CLOSE as HERMES_CLOSE
+from common.chat.tools.llama3 import PYTHON_TAG
+from common.chat.tools.mistral import ARGS as MISTRAL_ARGS
 from common.grammar import (
     DEFAULT_BOUNDS,
     JSON_OPTIONS,
@@ -26,11 +31,6 @@ from common.grammar import (
     check_schema,
     from_tool_grammar,
 )
-from common.tools.choice import FunctionSpec, ToolChoice
-from common.tools.formats import ToolFormat
-from common.tools.hermes import CLOSE as HERMES_CLOSE
-from common.tools.llama3 import PYTHON_TAG
-from common.tools.mistral import ARGS as MISTRAL_ARGS
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions

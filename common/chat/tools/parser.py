@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import abc
 
-from common.tools.calls import ContentDelta, ParserEvent, ToolCallDelta, new_call_id
-from common.tools.json_scan import WHITESPACE, JsonCallScanner
+from common.chat.tools.calls import ContentDelta, ParserEvent, ToolCallDelta, new_call_id
+from common.chat.tools.json_scan import WHITESPACE, JsonCallScanner
 
 
 def partial_tag_length(text: str, tag: str) -> int:

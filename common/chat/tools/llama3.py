@@ -7,7 +7,7 @@ follow, separated by ``;`` or new lines. An object without a ``name`` and an ``a
 
 from __future__ import annotations
 
-from common.tools.parser import ToolCallParser
+from common.chat.tools.parser import ToolCallParser
 
 PYTHON_TAG = "<|python_tag|>"
 

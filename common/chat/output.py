@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.reasoning import ReasoningSplitter
-from common.tools.calls import ContentDelta, ParserEvent, ToolCall, ToolCallDelta
-from common.tools.parser import ToolCallParser
+from common.chat.reasoning import ReasoningSplitter
+from common.chat.tools.calls import ContentDelta, ParserEvent, ToolCall, ToolCallDelta
+from common.chat.tools.parser import ToolCallParser
 
 
 @dataclass

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import SpecialTokens
+from common.chat.templates import ChatTemplate, run_render
+from common.chat.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
+from common.chat.tools.prompt import plain_tool_messages, shorten_call_ids
 from common.config import LimitsConfig
 from common.errors import BadRequestError, TemplateError
-from common.templating import ChatTemplate, run_render
-from common.tools.formats import DEFAULT_FORMAT, FORMATS, ToolFormat, renders_tools
-from common.tools.prompt import plain_tool_messages, shorten_call_ids
 
 # Marks the end of the final message, so the prompt can be cut there to continue it.
 _CONTINUE_MARK = "\u2063<serval-continue>\u2063"

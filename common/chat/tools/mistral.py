@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from common.tools.json_scan import JsonValueScanner
-from common.tools.parser import ToolCallParser
+from common.chat.tools.json_scan import JsonValueScanner
+from common.chat.tools.parser import ToolCallParser
 
 TOOL_CALLS = "[TOOL_CALLS]"
 ARGS = "[ARGS]"

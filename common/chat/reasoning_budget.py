@@ -4,8 +4,9 @@ The engine interface has no way to force tokens into a running job, so the budge
 level up: the job's output is followed, and when the reasoning block has used up its tokens the
 job is ended and a second one continues from the same point, its prompt being the first prompt,
 the tokens generated so far and the end tag. The end tag shows up in the output as if the model
-had written it, and the answer follows. Both jobs run with the same settings and the answer
-keeps the first job's ``max_tokens`` (the end tag counts toward it).
+had written it, and the answer follows. Both jobs run with the same settings (a CFG job's
+negative prompt continues the same way) and the answer keeps the first job's ``max_tokens``
+(the end tag counts toward it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from backends.base import GenerationChunk, GenerationRequest, GenerationStats, GrammarSpec
+from common.chat.reasoning import ReasoningSplitter
 from common.generation import JobRunner
-from common.reasoning import ReasoningSplitter
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,15 @@ class BudgetedRunner:
             stats = GenerationStats(len(request.prompt_ids), used)
             yield GenerationChunk(finish_reason="length", stats=stats)
             return
+        params = request.params
+        if params.cfg:  # the negative prompt's sequence has read the same tokens since
+            negative = (*params.negative_prompt_ids, *generated, *closing)
+            params = replace(params, negative_prompt_ids=negative)
         continuation = replace(
             request,
             request_id=f"{request.request_id}-answer",
             prompt_ids=[*request.prompt_ids, *generated, *closing],
+            params=params,
             max_new_tokens=left,
             grammar=budget.answer_grammar,
             prompt_logprobs=False,

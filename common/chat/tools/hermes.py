@@ -6,7 +6,7 @@ choice for templates that name no format of their own.
 
 from __future__ import annotations
 
-from common.tools.parser import ToolCallParser
+from common.chat.tools.parser import ToolCallParser
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"

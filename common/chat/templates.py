@@ -17,19 +17,19 @@ from typing import Any, TypeVar
 
 import jinja2
 
-from common.errors import NotFoundError, TemplateError
-from common.model_files import gguf_files, gguf_metadata, read_json
-from common.paths import safe_child
-from common.template_sandbox import (
+from common.chat.sandbox import (
     MAX_TEXT_CHARS,
     BudgetedEnvironment,
     RenderBudget,
     TemplateTimeout,
 )
+from common.errors import NotFoundError, TemplateError
+from common.model_files import gguf_files, gguf_metadata, read_json
+from common.paths import safe_child
 
 T = TypeVar("T")
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 # Renders run on their own few threads, never the default pool that model loads and file reads
 # use: a render that overruns its budget inside one long step is abandoned there, and at
 # worst these threads are busy, not the server.
@@ -73,7 +73,7 @@ class ChatTemplate:
     def render(self, variables: dict[str, Any], timeout: float = 2.0) -> str:
         """Render with ``variables``; raises :class:`TemplateError` with the template's message.
 
-        Blocking: ``common.chat.render_prompt`` calls it on the template threads.
+        Blocking: ``common.chat.prompt.render_prompt`` calls it on the template threads.
         """
         budget = RenderBudget(timeout)
         self._env.budget = budget

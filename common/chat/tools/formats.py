@@ -19,8 +19,8 @@ from typing import Any
 
 from loguru import logger
 
-from common.tools import hermes, llama3, mistral
-from common.tools.parser import ToolCallParser
+from common.chat.tools import hermes, llama3, mistral
+from common.chat.tools.parser import ToolCallParser
 
 Call = tuple[str, Any]  # a function name and its arguments (an object, or JSON text)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from common.tools.json_scan import WHITESPACE
-from common.tools.parser import partial_tag_length
+from common.chat.tools.json_scan import WHITESPACE
+from common.chat.tools.parser import partial_tag_length
 
 # How far back from the end of a prompt an unclosed start tag counts as opening the answer.
 OPEN_TAG_WINDOW = 256

@@ -11,21 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import GrammarSpec, ModelView
-from common.chat_output import ChatOutputParser
-from common.config import ModelConfig
-from common.errors import GrammarError
-from common.grammar import DEFAULT_BOUNDS, GrammarBounds, build_grammar
-from common.reasoning import ReasoningSplitter, prompt_opens_reasoning
-from common.reasoning_budget import ReasoningBudget
-from common.tools.choice import ToolChoice
-from common.tools.formats import ToolFormat
-from common.tools.grammar import (
+from common.chat.output import ChatOutputParser
+from common.chat.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from common.chat.reasoning_budget import ReasoningBudget
+from common.chat.tools.choice import ToolChoice
+from common.chat.tools.formats import ToolFormat
+from common.chat.tools.grammar import (
     ReasoningSyntax,
     SpecialId,
     answer_grammar,
     special_token_id,
     tool_call_grammar,
 )
+from common.config import ModelConfig
+from common.errors import GrammarError
+from common.grammar import DEFAULT_BOUNDS, GrammarBounds, build_grammar
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from common.tools.formats import Call, ToolFormat
+from common.chat.tools.formats import Call, ToolFormat
 
 RESULT_OPEN = "<tool_response>"
 RESULT_CLOSE = "</tool_response>"
