@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +24,7 @@ from common.errors import BadRequestError, UnsupportedError
 from common.images import check_image
 from tests.support.image_host import png
 from tests.support.tiny_model import build_tiny_exllama_model
+from tests.support.tiny_vlm import build_tiny_pixtral
 
 RED = check_image(png((255, 0, 0)), LimitsConfig())
 BLUE = check_image(png((0, 0, 255)), LimitsConfig())
@@ -124,3 +126,22 @@ def test_the_job_gets_the_embeddings_of_its_images(engine: Any) -> None:
         assert engine.build_job(text_only, 4).embeddings in (None, [])
     finally:
         engine.images = None
+
+
+def test_exllamav2_reads_a_tiny_pixtral_with_its_vision_tower(
+    exllamav2: Any, tmp_path: Path
+) -> None:
+    """The folder tests/gpu/test_vision_gpu.py loads on a GPU: ExLlamaV2 reads its config and
+    weight names and builds its vision tower's modules (loading them needs CUDA), and the
+    engine finds Pixtral's [IMG] as the template's image token."""
+    from exllamav2 import ExLlamaV2VisionTower
+
+    from backends.exllamav2.engine import ExLlamaV2Engine
+
+    folder = build_tiny_pixtral(tmp_path / "pixtral")
+    engine = ExLlamaV2Engine(LoadOptions(path=folder, name="pixtral", vision=True))
+    engine.read_model_files()
+    assert engine.config.vision_model_type == "pixtral"
+    assert ExLlamaV2VisionTower(engine.config).modules
+    run = template_image_run(engine._plain_tokenizer.token_to_id)
+    assert run == tuple(engine.encode("[IMG]"))
