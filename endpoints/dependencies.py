@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
-from fastapi import Request
+from fastapi import Depends, Request, params
 
 from common.auth import KeyLevel, presented_keys
 from endpoints.state import ServerState
@@ -51,3 +52,8 @@ def share_owner(request: Request) -> str:
         client = request.client
         return f"client {client.host}" if client else "client"
     return key_owner(request)[:16]
+
+
+# A route's ``dependencies=``: the key it needs.
+API_KEY: Sequence[params.Depends] = [Depends(require_api)]
+ADMIN_KEY: Sequence[params.Depends] = [Depends(require_admin)]

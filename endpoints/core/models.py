@@ -23,11 +23,11 @@ from endpoints.core.types import (
     ModelLoadRequest,
     Props,
 )
-from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.dependencies import ADMIN_KEY, API_KEY, get_state, require_api
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload, sse_response
 
-router = APIRouter(tags=["Models"])
+router = APIRouter(tags=["Models"], dependencies=API_KEY)  # admin routes add ADMIN_KEY
 
 
 def loaded_card(state: ServerState) -> ModelCard | None:
@@ -75,8 +75,8 @@ def _folder_cards(
     ]
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List models")
-@router.get("/v1/model/list", response_model=ModelList)
+@router.get("/v1/models", summary="List models")
+@router.get("/v1/model/list")
 async def list_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
     """Admin keys see every model folder; api keys only the loaded model."""
     state = get_state(request)
@@ -95,7 +95,7 @@ async def list_models(request: Request, level: KeyLevel = Depends(require_api)) 
     return ModelList(data=cards)
 
 
-@router.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="Retrieve a model")
+@router.get("/v1/models/{model_id:path}", summary="Retrieve a model")
 async def retrieve_model(
     model_id: str, request: Request, level: KeyLevel = Depends(require_api)
 ) -> ModelCard:
@@ -108,7 +108,7 @@ async def retrieve_model(
     raise NotFoundError(f"The model {model_id!r} does not exist.", param="model")
 
 
-@router.get("/v1/model/draft/list", response_model=ModelList, summary="List draft models")
+@router.get("/v1/model/draft/list", summary="List draft models")
 async def list_draft_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
     state = get_state(request)
     if level >= KeyLevel.ADMIN:
@@ -118,12 +118,7 @@ async def list_draft_models(request: Request, level: KeyLevel = Depends(require_
     return ModelList(data=[ModelCard(id=draft, created=int(state.started_at))] if draft else [])
 
 
-@router.get(
-    "/v1/model",
-    response_model=ModelCard,
-    summary="The loaded model",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/v1/model", summary="The loaded model")
 async def current_model(request: Request) -> ModelCard:
     state = get_state(request)
     await state.container.current()
@@ -132,12 +127,7 @@ async def current_model(request: Request) -> ModelCard:
     return card
 
 
-@router.get(
-    "/props",
-    response_model=Props,
-    summary="llama.cpp-style server properties",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/props", summary="llama.cpp-style server properties")
 async def props(request: Request) -> Props:
     state = get_state(request)
     async with state.container.use() as lease:
@@ -184,7 +174,7 @@ async def _progress_events(queue: asyncio.Queue[Any]) -> AsyncIterator[dict[str,
 @router.post(
     "/v1/model/load",
     summary="Load a model, streaming progress as SSE",
-    dependencies=[Depends(require_admin)],
+    dependencies=ADMIN_KEY,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "LoadProgressEvent stream"}
     },
@@ -203,7 +193,7 @@ async def load_model(body: ModelLoadRequest, request: Request) -> Any:
     return sse_response(_progress_events(queue), state.config.network.sse_ping_interval, done=False)
 
 
-@router.post("/v1/model/unload", summary="Unload the model", dependencies=[Depends(require_admin)])
+@router.post("/v1/model/unload", summary="Unload the model", dependencies=ADMIN_KEY)
 async def unload_model(request: Request) -> None:
     started = time.perf_counter()
     await get_state(request).container.unload()
