@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from backends.base import GenerationRequest
 from common.chat import ChatPrompt, add_bos_for, check_message_count, render_prompt
@@ -22,10 +22,10 @@ from common.reasoning_budget import BudgetedRunner
 from common.tokenizing import check_chars_fit
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
-from endpoints.dependencies import get_state, require_api
+from endpoints.dependencies import API_KEY, get_state
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
-from endpoints.OAI.delivery import OPENAI_STREAM, serve
+from endpoints.OAI.delivery import OPENAI_STREAM, generation_route, serve
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
     ChatChoice,
@@ -41,7 +41,7 @@ from endpoints.OAI.types.chat import (
 from endpoints.OAI.types.common import Usage, schema_of
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["OpenAI"], dependencies=API_KEY)
 Envelope = TypeVar("Envelope", ChatCompletionResponse, ChatCompletionChunk)
 
 
@@ -336,11 +336,8 @@ async def _stream(
         yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
 
 
-@router.post(
-    "/v1/chat/completions",
-    response_model=ChatCompletionResponse,
-    summary="Create a chat completion",
-    responses={200: {"content": {"text/event-stream": {}}}},
+@generation_route(
+    router, "/v1/chat/completions", ChatCompletionResponse, "Create a chat completion"
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response
