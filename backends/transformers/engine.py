@@ -6,9 +6,9 @@ import abc
 import asyncio
 import functools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from loguru import logger
@@ -69,6 +69,16 @@ def _id_list(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
+class SchedulerSettings(TypedDict):
+    """The :class:`BatchScheduler` arguments every batched engine derives alike."""
+
+    piece: Callable[[int], str]
+    max_batch_size: int
+    chunk_size: int
+    owner_share: float
+    vocab: VocabIndex
+
+
 class BatchedEngine(Engine):
     """An engine whose jobs run in a :class:`BatchScheduler` (this one, and llama.cpp's):
     generation, cancelling and the job counts are the same for all of them."""
@@ -79,6 +89,25 @@ class BatchedEngine(Engine):
     @abc.abstractmethod
     def _make_matcher(self, grammar: str) -> Any:
         """The llguidance matcher of ``grammar`` for this model's vocabulary."""
+
+    @abc.abstractmethod
+    def _token_texts(self) -> list[str]:
+        """The text of every token id (for the samplers' vocabulary index)."""
+
+    @property
+    @abc.abstractmethod
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per forward pass."""
+
+    def _scheduler_settings(self) -> SchedulerSettings:
+        """The scheduler's arguments but the engine's own (its model, how it decodes)."""
+        return SchedulerSettings(
+            piece=self.token_piece,
+            max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+            chunk_size=self.prefill_chunk,
+            owner_share=self.options.owner_share,
+            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+        )
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
         """Every sampler runs here (Serval's own, on the logits) except token healing."""
@@ -172,12 +201,8 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         self.scheduler = BatchScheduler(
             model=self.model,
             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
-            piece=self.token_piece,
             device=self.device,
-            max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
-            chunk_size=self.prefill_chunk,
-            owner_share=self.options.owner_share,
-            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+            **self._scheduler_settings(),
         )
         logger.info(
             f"{self.options.name} loaded on {self.device.type} in {self._dtype_name}"
