@@ -168,8 +168,7 @@ def test_bad_downloads_get_a_clear_4xx(
     server: ServerProcess, body: dict, status: int, param: str
 ) -> None:
     with server.admin() as admin:
-        response = admin.post("/v1/download", json=body)
-    assert_refused(response, status, param)
+        assert_refused(admin.post("/v1/download", json=body), status, param)
 
 
 def test_an_existing_folder_is_not_overwritten(server: ServerProcess, models_dir: Path) -> None:

@@ -153,8 +153,7 @@ def test_bad_requests_get_a_clear_4xx(
     server: ServerProcess, body: dict, status: int, param: str
 ) -> None:
     with server.client() as client:
-        response = client.post("/api/v1/generate", json=body)
-    assert_refused(response, status, param)
+        assert_refused(client.post("/api/v1/generate", json=body), status, param)
 
 
 def test_info_token_and_soft_prompt_routes(server: ServerProcess) -> None:
