@@ -124,13 +124,8 @@ class BatchedEngine(Engine):
             **fields,
         )
 
-    @property
-    def active_jobs(self) -> int:
-        return self.scheduler.running if self.scheduler else 0
-
-    @property
-    def queued_jobs(self) -> int:
-        return self.scheduler.queued if self.scheduler else 0
+    def job_counts(self) -> BatchScheduler | None:
+        return self.scheduler
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         scheduler = self.scheduler
