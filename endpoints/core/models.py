@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +41,13 @@ def loaded_card(state: ServerState) -> ModelCard | None:
         id=container.name,
         created=int(state.started_at),
         max_model_len=info.max_seq_len,
-        parameters=ModelCardParameters(
-            max_seq_len=info.max_seq_len,
-            cache_size=info.cache_size,
-            cache_mode=info.cache_mode,
-            rope_scale=info.rope_scale,
-            rope_alpha=info.rope_alpha,
-            max_batch_size=info.max_batch_size,
-            chunk_size=info.chunk_size,
-            prompt_template=template.name if template else None,
-            prompt_template_content=template.source if template else None,
-            backend=info.backend,
-            dtype=info.dtype,
-            device=info.device,
-            draft=info.draft,
-            loras=[name for name, _ in info.loras],
+        parameters=ModelCardParameters.model_validate(
+            {
+                **asdict(info),  # the fields the card shares with the engine's info
+                "prompt_template": template.name if template else None,
+                "prompt_template_content": template.source if template else None,
+                "loras": [name for name, _ in info.loras],
+            }
         ),
     )
 
