@@ -54,6 +54,6 @@ def share_owner(request: Request) -> str:
     return key_owner(request)[:16]
 
 
-# A route's ``dependencies=``: the key it needs.
-API_KEY: Sequence[params.Depends] = [Depends(require_api)]
-ADMIN_KEY: Sequence[params.Depends] = [Depends(require_admin)]
+# A route's (or a router's) ``dependencies=``: the key it needs (an admin key passes both).
+REQUIRE_API: Sequence[params.Depends] = [Depends(require_api)]
+REQUIRE_ADMIN: Sequence[params.Depends] = [Depends(require_admin)]

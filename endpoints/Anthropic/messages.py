@@ -27,7 +27,7 @@ from endpoints.Anthropic.types import (
     Message,
     MessagesRequest,
 )
-from endpoints.dependencies import API_KEY, get_state
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.errors import anthropic_error
 from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request, render_chat
 from endpoints.OAI.delivery import StreamStyle, generation_route, serve
@@ -35,7 +35,7 @@ from endpoints.OAI.shapes import new_id
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload
 
-router = APIRouter(tags=["Anthropic"], dependencies=API_KEY)
+router = APIRouter(tags=["Anthropic"], dependencies=REQUIRE_API)
 
 
 def stream_error(exc: BaseException) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from common.generation import Completion
 from common.jobs import log_jobs
 from common.model import Lease
 from common.tokenizing import encode_text
-from endpoints.dependencies import API_KEY, caller_key, get_state, require_api, share_owner
+from endpoints.dependencies import REQUIRE_API, caller_key, get_state, require_api, share_owner
 from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
 from endpoints.Kobold.plan import KoboldPlan
 from endpoints.Kobold.types.common import (
@@ -142,14 +142,14 @@ def _result(
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     include_in_schema=False,
-    dependencies=API_KEY,
+    dependencies=REQUIRE_API,
 )
 @united.post(
     "/generate",
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     summary="Generate text (blocking)",
-    dependencies=API_KEY,
+    dependencies=REQUIRE_API,
 )
 async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
     """The whole text at once; another request can read it so far (``/api/extra/generate/check``)
@@ -188,7 +188,7 @@ async def _stream_events(job: KoboldJob) -> AsyncIterator[dict[str, Any]]:
     summary="Generate text as server-sent events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
-    dependencies=API_KEY,
+    dependencies=REQUIRE_API,
 )
 async def generate_stream(body: GenerateRequest, request: Request) -> Any:
     """``event: message`` events with ``data: {"token": ..., "finish_reason": ...}``; the last one
@@ -218,7 +218,7 @@ def _check(request: Request, genkey: str | None) -> GenerateResponse:
 _CHECK: dict[str, Any] = {
     "summary": "Text so far",
     "response_model_exclude_none": True,
-    "dependencies": API_KEY,
+    "dependencies": REQUIRE_API,
 }
 
 
@@ -235,7 +235,7 @@ async def check_post(request: Request, body: GenkeyRequest | None = None) -> Gen
     return _check(request, body.genkey if body else None)
 
 
-@extra.post("/last_logprobs", summary="Logprobs of a generation", dependencies=API_KEY)
+@extra.post("/last_logprobs", summary="Logprobs of a generation", dependencies=REQUIRE_API)
 async def last_logprobs(request: Request, body: GenkeyRequest | None = None) -> LogprobsResponse:
     """The logprobs of the caller's generation ``genkey`` (default: the latest), as KoboldCpp;
     null when it did not ask for them (``"logprobs": true``) or is not the caller's."""
@@ -245,7 +245,7 @@ async def last_logprobs(request: Request, body: GenkeyRequest | None = None) -> 
     return LogprobsResponse(logprobs=_logprobs(jobs[-1].completions[0]))
 
 
-@extra.post("/abort", summary="Stop a generation", dependencies=API_KEY)
+@extra.post("/abort", summary="Stop a generation", dependencies=REQUIRE_API)
 async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortResponse:
     """Stop the caller's generation ``genkey`` (default: all the caller's running ones) and its
     engine job. ``success`` says whether one was running; another key's genkey is never found."""
@@ -254,7 +254,7 @@ async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortRes
     return AbortResponse(success=bool(stopped), done=True)
 
 
-@extra.post("/tokencount", summary="Count tokens", dependencies=API_KEY)
+@extra.post("/tokencount", summary="Count tokens", dependencies=REQUIRE_API)
 async def token_count(body: TokenCountRequest, request: Request) -> TokenCountResponse:
     state = get_state(request)
     async with state.container.use() as lease:
@@ -323,8 +323,10 @@ async def soft_prompt() -> SoftPrompt:
     return SoftPrompt()
 
 
-@united.put("/config/soft_prompt/", include_in_schema=False, dependencies=API_KEY)
-@united.put("/config/soft_prompt", summary="Set the soft prompt (only none)", dependencies=API_KEY)
+@united.put("/config/soft_prompt/", include_in_schema=False, dependencies=REQUIRE_API)
+@united.put(
+    "/config/soft_prompt", summary="Set the soft prompt (only none)", dependencies=REQUIRE_API
+)
 async def set_soft_prompt(body: SoftPromptChoice) -> dict:
     """Clearing the soft prompt (``""`` or null, as the Horde worker sends) succeeds; naming one
     is a 400: none can be loaded."""

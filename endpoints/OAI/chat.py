@@ -22,7 +22,7 @@ from common.reasoning_budget import BudgetedRunner
 from common.tokenizing import check_chars_fit
 from common.tools.choice import ToolChoice
 from common.tools.formats import ToolFormat, tool_format
-from endpoints.dependencies import API_KEY, get_state
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
 from endpoints.OAI.delivery import OPENAI_STREAM, generation_route, serve
@@ -41,7 +41,7 @@ from endpoints.OAI.types.chat import (
 from endpoints.OAI.types.common import Usage, schema_of
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["OpenAI"], dependencies=API_KEY)
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 Envelope = TypeVar("Envelope", ChatCompletionResponse, ChatCompletionChunk)
 
 

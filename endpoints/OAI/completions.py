@@ -13,7 +13,7 @@ from common.errors import BadRequestError, UnsupportedError
 from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
-from endpoints.dependencies import API_KEY, get_state
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.OAI.delivery import OPENAI_STREAM, generation_route, serve
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
@@ -24,7 +24,7 @@ from endpoints.OAI.types.completion import (
 )
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["OpenAI"], dependencies=API_KEY)
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 
 
 def _check_request(body: CompletionRequest, state: ServerState) -> None:

@@ -20,7 +20,7 @@ from backends.base import GenerationRequest
 from common.errors import BadRequestError, NotFoundError
 from common.generation import Completion, merge_streams
 from common.model import Lease
-from endpoints.dependencies import API_KEY, get_state, key_owner
+from endpoints.dependencies import REQUIRE_API, get_state, key_owner
 from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request
 from endpoints.OAI.delivery import StreamStyle, generation_route, serve
 from endpoints.OAI.responses_input import chat_request, conversation_of, tool_namespaces
@@ -42,7 +42,7 @@ from endpoints.OAI.types.responses import (
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload
 
-router = APIRouter(tags=["OpenAI"], dependencies=API_KEY)
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 
 
 class _Responder(ChatJobs):

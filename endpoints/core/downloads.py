@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 
 from common.downloads import DownloadPlan, DownloadSource, download, plan_download
 from endpoints.core.types import DownloadProgressEvent, DownloadRequest, DownloadResponse
-from endpoints.dependencies import ADMIN_KEY, get_state
+from endpoints.dependencies import REQUIRE_ADMIN, get_state
 from endpoints.streaming import cancel_on_disconnect, sse_response
 
 router = APIRouter(tags=["Downloads"])
@@ -37,7 +37,7 @@ async def _to_the_end(plan: DownloadPlan) -> DownloadResponse:
 @router.post(
     "/v1/download",
     summary="Download a repository from the hub into model_dir or lora_dir",
-    dependencies=ADMIN_KEY,
+    dependencies=REQUIRE_ADMIN,
     response_model=DownloadResponse,
     responses={
         200: {

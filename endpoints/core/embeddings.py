@@ -13,9 +13,9 @@ from endpoints.core.types import (
     ModelCard,
     ModelList,
 )
-from endpoints.dependencies import ADMIN_KEY, API_KEY, get_state, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 
-router = APIRouter(tags=["Embeddings"], dependencies=API_KEY)  # admin routes add ADMIN_KEY
+router = APIRouter(tags=["Embeddings"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 @router.get("/v1/model/embedding/list", summary="List embedding models")
@@ -46,7 +46,9 @@ async def current_embedding_model(request: Request) -> EmbeddingModelCard:
     )
 
 
-@router.post("/v1/model/embedding/load", summary="Load an embedding model", dependencies=ADMIN_KEY)
+@router.post(
+    "/v1/model/embedding/load", summary="Load an embedding model", dependencies=REQUIRE_ADMIN
+)
 async def load_embedding_model(body: EmbeddingLoadRequest, request: Request) -> LoadProgressEvent:
     """Answers when the model is loaded; loading the loaded model again answers at once."""
     await get_state(request).embeddings.load(body.embedding_model_name, body.embeddings_device)
@@ -56,7 +58,7 @@ async def load_embedding_model(body: EmbeddingLoadRequest, request: Request) -> 
 @router.post(
     "/v1/model/embedding/unload",
     summary="Unload the embedding model",
-    dependencies=ADMIN_KEY,
+    dependencies=REQUIRE_ADMIN,
 )
 async def unload_embedding_model(request: Request) -> None:
     await get_state(request).embeddings.unload()

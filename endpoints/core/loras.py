@@ -14,10 +14,10 @@ from endpoints.core.types import (
     LoraLoadResponse,
     LoraUnloadRequest,
 )
-from endpoints.dependencies import ADMIN_KEY, API_KEY, get_state, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["LoRAs"], dependencies=API_KEY)  # admin routes add ADMIN_KEY
+router = APIRouter(tags=["LoRAs"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 def _active(state: ServerState) -> dict[str, float]:
@@ -54,7 +54,7 @@ async def active_loras(request: Request) -> LoraList:
 @router.post(
     "/v1/lora/load",
     summary="Use these LoRAs (replacing those in use)",
-    dependencies=ADMIN_KEY,
+    dependencies=REQUIRE_ADMIN,
 )
 async def load_loras(body: LoraLoadRequest, request: Request) -> LoraLoadResponse:
     """Running requests finish first (or are cancelled with ``skip_queue``); requests that
@@ -75,7 +75,7 @@ async def load_loras(body: LoraLoadRequest, request: Request) -> LoraLoadRespons
     return LoraLoadResponse(success=success, failure=[n for n in names if n not in success])
 
 
-@router.post("/v1/lora/unload", summary="Stop using every LoRA", dependencies=ADMIN_KEY)
+@router.post("/v1/lora/unload", summary="Stop using every LoRA", dependencies=REQUIRE_ADMIN)
 async def unload_loras(request: Request, body: LoraUnloadRequest | None = None) -> None:
     container = get_state(request).container
     await container.current()

@@ -24,11 +24,11 @@ from endpoints.core.types import (
     ModelLoadRequest,
     Props,
 )
-from endpoints.dependencies import ADMIN_KEY, API_KEY, get_state, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload, sse_response
 
-router = APIRouter(tags=["Models"], dependencies=API_KEY)  # admin routes add ADMIN_KEY
+router = APIRouter(tags=["Models"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 def loaded_card(state: ServerState) -> ModelCard | None:
@@ -167,7 +167,7 @@ async def _progress_events(queue: asyncio.Queue[Any]) -> AsyncIterator[dict[str,
 @router.post(
     "/v1/model/load",
     summary="Load a model, streaming progress as SSE",
-    dependencies=ADMIN_KEY,
+    dependencies=REQUIRE_ADMIN,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "LoadProgressEvent stream"}
     },
@@ -186,7 +186,7 @@ async def load_model(body: ModelLoadRequest, request: Request) -> Any:
     return sse_response(_progress_events(queue), state.config.network.sse_ping_interval, done=False)
 
 
-@router.post("/v1/model/unload", summary="Unload the model", dependencies=ADMIN_KEY)
+@router.post("/v1/model/unload", summary="Unload the model", dependencies=REQUIRE_ADMIN)
 async def unload_model(request: Request) -> None:
     started = time.perf_counter()
     await get_state(request).container.unload()

@@ -8,9 +8,9 @@ from common.auth import KeyLevel
 from common.errors import BadRequestError
 from common.sampling import OverridePreset, list_presets, load_preset
 from endpoints.core.types import OverrideListResponse, OverrideSwitchRequest
-from endpoints.dependencies import ADMIN_KEY, API_KEY, get_state, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 
-router = APIRouter(tags=["Sampling"], dependencies=API_KEY)  # admin routes add ADMIN_KEY
+router = APIRouter(tags=["Sampling"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 @router.get("/v1/sampling/overrides", summary="Sampler overrides in effect")
@@ -29,7 +29,7 @@ async def overrides(
 @router.post(
     "/v1/sampling/override/switch",
     summary="Apply a preset or inline overrides",
-    dependencies=ADMIN_KEY,
+    dependencies=REQUIRE_ADMIN,
 )
 async def switch_overrides(body: OverrideSwitchRequest, request: Request) -> None:
     state = get_state(request)
@@ -41,6 +41,8 @@ async def switch_overrides(body: OverrideSwitchRequest, request: Request) -> Non
         raise BadRequestError("Send a preset name or an overrides object.", param="preset")
 
 
-@router.post("/v1/sampling/override/unload", summary="Clear the overrides", dependencies=ADMIN_KEY)
+@router.post(
+    "/v1/sampling/override/unload", summary="Clear the overrides", dependencies=REQUIRE_ADMIN
+)
 async def unload_overrides(request: Request) -> None:
     get_state(request).overrides.clear()

@@ -15,9 +15,9 @@ from endpoints.core.types import (
     TokenEncodeRequest,
     TokenEncodeResponse,
 )
-from endpoints.dependencies import API_KEY, get_state
+from endpoints.dependencies import REQUIRE_API, get_state
 
-router = APIRouter(tags=["Tokens"], dependencies=API_KEY)
+router = APIRouter(tags=["Tokens"], dependencies=REQUIRE_API)
 
 
 @router.post("/v1/token/encode", summary="Tokenize")
