@@ -175,7 +175,7 @@ def download_from_hub(config: ServalConfig, args: argparse.Namespace) -> int:
     """The ``download`` action: the same download as ``POST /v1/download``, progress in the log."""
     import asyncio
 
-    from common.downloads import download, plan_download
+    from common.downloads import DownloadSource, download, plan_download
     from common.errors import ServalError
 
     if not args.repo_id:
@@ -188,16 +188,7 @@ def download_from_hub(config: ServalConfig, args: argparse.Namespace) -> int:
     base.mkdir(parents=True, exist_ok=True)
 
     async def run() -> str:
-        plan = await asyncio.to_thread(
-            plan_download,
-            base,
-            args.repo_id,
-            folder_name=args.folder_name,
-            revision=args.revision,
-            token=args.token,
-            include=args.include,
-            exclude=args.exclude,
-        )
+        plan = await asyncio.to_thread(plan_download, base, DownloadSource.read(args))
         path = ""
         async for event in download(plan, interval=1.0):
             path = event.download_path or path

@@ -202,6 +202,16 @@ async def read_outbox(outbox: Outbox) -> AsyncIterator[GenerationChunk]:
             return
 
 
+class JobCounts(Protocol):
+    """An engine's scheduler or worker, as the job counts see it."""
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def queued(self) -> int: ...
+
+
 class Engine(abc.ABC):
     """A loaded model that encodes, decodes and generates. One instance per load.
 
@@ -278,13 +288,19 @@ class Engine(abc.ABC):
     def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         """Generate one sequence. Closing the iterator cancels the job in the engine."""
 
+    def job_counts(self) -> JobCounts | None:
+        """What runs this engine's jobs and counts them (None: nothing to count)."""
+        return None
+
     @property
     def active_jobs(self) -> int:
-        return 0
+        counts = self.job_counts()
+        return counts.running if counts else 0
 
     @property
     def queued_jobs(self) -> int:
-        return 0
+        counts = self.job_counts()
+        return counts.queued if counts else 0
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
         """Sampler settings of ``params`` this engine cannot apply (reported, never hidden)."""

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,12 +35,12 @@ RepoType = Literal["model", "lora"]
 LOG_EVERY_SECONDS = 5.0
 
 
-class HubError(ServalError):
+class HubError(ServalError, status=502, code="hub_error"):
     """The hub failed during the transfer (not the client's fault)."""
 
-    status_code = 502
-    error_type = "server_error"
-    default_code = "hub_error"
+
+class GatedRepoRefused(PermissionDeniedError, code="gated_repo"):
+    """A gated repository whose terms the token's owner has not accepted on the hub."""
 
 
 @dataclass(frozen=True)
@@ -79,24 +79,30 @@ class _Cancelled(Exception):
 
 def _hub_error(exc: Exception, repo_id: str) -> ServalError:
     """The hub's refusal as the client's error: what it means, not how the hub said it."""
-    from huggingface_hub import errors
+    from huggingface_hub import errors as hub
 
-    if isinstance(exc, errors.HFValidationError):
-        return BadRequestError(f"Invalid repo_id or revision: {exc}", param="repo_id")
-    if isinstance(exc, errors.GatedRepoError):
-        return PermissionDeniedError(
-            f"{repo_id} is gated: accept its terms on the hub and pass a token that may read it.",
-            param="token",
-            code="gated_repo",
-        )
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return NotFoundError(f"{repo_id} has no such revision.", param="revision")
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        return NotFoundError(
-            f"Repository {repo_id!r} not found on the hub (or it is private and needs a token).",
-            param="repo_id",
-        )
-    if isinstance(exc, errors.HfHubHTTPError):
+    # (what the hub raised, the client's error, the parameter to blame, the message); the first
+    # that matches wins: a gated repository is also a repository not found.
+    refusals: tuple[tuple[type[Exception], type[ServalError], str, str], ...] = (
+        (hub.HFValidationError, BadRequestError, "repo_id", "Invalid repo_id or revision: {exc}"),
+        (
+            hub.GatedRepoError,
+            GatedRepoRefused,
+            "token",
+            "{repo_id} is gated: accept its terms on the hub and pass a token that may read it.",
+        ),
+        (hub.RevisionNotFoundError, NotFoundError, "revision", "{repo_id} has no such revision."),
+        (
+            hub.RepositoryNotFoundError,
+            NotFoundError,
+            "repo_id",
+            "Repository {repo_id!r} not found on the hub (or it is private and needs a token).",
+        ),
+    )
+    for hub_class, error_class, param, message in refusals:
+        if isinstance(exc, hub_class):
+            return error_class(message.format(repo_id=repo_id, exc=exc), param=param)
+    if isinstance(exc, hub.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
             return PermissionDeniedError("The hub refused the token.", param="token")
@@ -104,16 +110,24 @@ def _hub_error(exc: Exception, repo_id: str) -> ServalError:
     return HubError(f"The download of {repo_id} failed: {type(exc).__name__}: {exc}")
 
 
-def plan_download(
-    base: Path,
-    repo_id: str,
-    *,
-    folder_name: str | None = None,
-    revision: str | None = None,
-    token: str | None = None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-) -> DownloadPlan:
+@dataclass(frozen=True)
+class DownloadSource:
+    """What to fetch: the fields ``POST /v1/download`` and ``main.py download`` both take."""
+
+    repo_id: str
+    folder_name: str | None = None  # default: the repository's name
+    revision: str | None = None
+    token: str | None = None
+    include: list[str] | None = None  # glob patterns
+    exclude: list[str] | None = None
+
+    @classmethod
+    def read(cls, values: object) -> DownloadSource:
+        """From an object with these attributes: the request body, the parsed command line."""
+        return cls(**{field.name: getattr(values, field.name) for field in fields(cls)})
+
+
+def plan_download(base: Path, source: DownloadSource) -> DownloadPlan:
     """List the repository and choose its files. Blocking (hub requests): call it in a thread.
 
     400 for a bad name or an empty selection, 409 when the folder exists, 403/404 as the hub says.
@@ -122,35 +136,39 @@ def plan_download(
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
-    name = folder_name or repo_id.rstrip("/").split("/")[-1]
+    name = source.folder_name or source.repo_id.rstrip("/").split("/")[-1]
     target = safe_child(base, name, what="folder_name")
     if target.exists():
         raise ConflictError(f"{name!r} already exists in {base}/.", param="folder_name")
     try:
         entries = list(
-            HfApi(token=token).list_repo_tree(
-                repo_id, recursive=True, revision=revision, repo_type="model"
+            HfApi(token=source.token).list_repo_tree(
+                source.repo_id, recursive=True, revision=source.revision, repo_type="model"
             )
         )
     except Exception as exc:
-        raise _hub_error(exc, repo_id) from None
+        raise _hub_error(exc, source.repo_id) from None
     files = [entry for entry in entries if isinstance(entry, RepoFile)]
     chosen = list(
         filter_repo_objects(
-            files, allow_patterns=include or None, ignore_patterns=exclude or None, key=_path
+            files,
+            allow_patterns=source.include or None,
+            ignore_patterns=source.exclude or None,
+            key=_path,
         )
     )
     if not chosen:
+        include, exclude = source.include or ["*"], source.exclude or []
         raise BadRequestError(
-            f"No file of {repo_id} matches include {include or ['*']} and exclude {exclude or []}.",
+            f"No file of {source.repo_id} matches include {include} and exclude {exclude}.",
             param="include",
         )
     for entry in chosen:  # the hub's paths are relative; refuse any that is not
         safe_child(target, entry.path, what="file in the repository")
     return DownloadPlan(
-        repo_id=repo_id,
-        revision=revision,
-        token=token,
+        repo_id=source.repo_id,
+        revision=source.revision,
+        token=source.token,
         target=target,
         files=tuple((entry.path, int(entry.size)) for entry in chosen),
     )

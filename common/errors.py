@@ -8,9 +8,31 @@ from __future__ import annotations
 
 
 class ServalError(Exception):
+    """An error with its HTTP status, its OpenAI error ``type`` and its default ``code``.
+
+    A subclass declares what differs from its parent as class keywords:
+    ``class NotFoundError(ServalError, status=404, kind="not_found_error", code="not_found")``.
+    """
+
     status_code: int = 500
     error_type: str = "server_error"
     default_code: str | None = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        code: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if kind is not None:
+            cls.error_type = kind
+        if code is not None:
+            cls.default_code = code
 
     def __init__(
         self,
@@ -37,78 +59,55 @@ class ServalError(Exception):
         }
 
 
-class BadRequestError(ServalError):
-    status_code = 400
-    error_type = "invalid_request_error"
+_INVALID = "invalid_request_error"
 
 
-class ContextLengthError(BadRequestError):
-    default_code = "context_length_exceeded"
+class BadRequestError(ServalError, status=400, kind=_INVALID): ...
 
 
-class TemplateError(BadRequestError):
-    default_code = "template_error"
+class ContextLengthError(BadRequestError, code="context_length_exceeded"): ...
 
 
-class GrammarError(BadRequestError):
-    default_code = "invalid_grammar"
+class TemplateError(BadRequestError, code="template_error"): ...
 
 
-class UnsupportedError(BadRequestError):
-    default_code = "unsupported"
+class GrammarError(BadRequestError, code="invalid_grammar"): ...
 
 
-class AuthenticationError(ServalError):
-    status_code = 401
-    error_type = "authentication_error"
-    default_code = "invalid_api_key"
+class UnsupportedError(BadRequestError, code="unsupported"): ...
 
 
-class PermissionDeniedError(ServalError):
-    status_code = 403
-    error_type = "permission_error"
-    default_code = "insufficient_permissions"
+class AuthenticationError(
+    ServalError, status=401, kind="authentication_error", code="invalid_api_key"
+): ...
 
 
-class NotFoundError(ServalError):
-    status_code = 404
-    error_type = "not_found_error"
-    default_code = "not_found"
+class PermissionDeniedError(
+    ServalError, status=403, kind="permission_error", code="insufficient_permissions"
+): ...
 
 
-class RequestTimeoutError(ServalError):
-    status_code = 408
-    error_type = "invalid_request_error"
-    default_code = "request_timeout"
+class NotFoundError(ServalError, status=404, kind="not_found_error", code="not_found"): ...
 
 
-class ConflictError(ServalError):
-    status_code = 409
-    error_type = "invalid_request_error"
-    default_code = "conflict"
+class RequestTimeoutError(ServalError, status=408, kind=_INVALID, code="request_timeout"): ...
 
 
-class PayloadTooLargeError(ServalError):
-    status_code = 413
-    error_type = "invalid_request_error"
-    default_code = "payload_too_large"
+class ConflictError(ServalError, status=409, kind=_INVALID, code="conflict"): ...
 
 
-class TooManyRequestsError(ServalError):
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "server_busy"
+class PayloadTooLargeError(ServalError, status=413, kind=_INVALID, code="payload_too_large"): ...
 
 
-class UnavailableError(ServalError):
-    status_code = 503
-    error_type = "service_unavailable"
-    default_code = "model_not_loaded"
+class TooManyRequestsError(
+    ServalError, status=429, kind="rate_limit_error", code="server_busy"
+): ...
 
 
-class GenerationError(ServalError):
+class UnavailableError(
+    ServalError, status=503, kind="service_unavailable", code="model_not_loaded"
+): ...
+
+
+class GenerationError(ServalError, code="generation_failed"):
     """The engine failed while generating; the server itself stays up."""
-
-    status_code = 500
-    error_type = "server_error"
-    default_code = "generation_failed"

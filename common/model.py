@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -240,25 +240,17 @@ class ModelContainer:
         )
 
     def _options(self, plan: LoadPlan) -> LoadOptions:
+        """The plan's load settings that the engine takes (the same names in both), its folder,
+        its draft model, and the share of the batch one key may hold."""
         s = plan.settings
+        settings = s.model_dump(include={f.name for f in fields(LoadOptions)} & set(LOAD_KEYS))
+        settings.update(autosplit_reserve=tuple(s.autosplit_reserve), gpu_split=tuple(s.gpu_split))
         return LoadOptions(
             path=plan.path,
             name=plan.name,
-            max_seq_len=s.max_seq_len,
-            cache_size=s.cache_size,
-            cache_mode=s.cache_mode,
-            max_batch_size=s.max_batch_size,
-            chunk_size=s.chunk_size,
-            rope_scale=s.rope_scale,
-            rope_alpha=s.rope_alpha,
-            gpu_split_auto=s.gpu_split_auto,
-            autosplit_reserve=tuple(s.autosplit_reserve),
-            gpu_split=tuple(s.gpu_split),
-            tensor_parallel=s.tensor_parallel,
-            dtype=s.dtype,
             draft=self._draft_options(plan),
             owner_share=self.config.network.key_share,
-            vision=s.vision,
+            **settings,
         )
 
     async def load(self, plan: LoadPlan, skip_queue: bool = False) -> AsyncIterator[LoadProgress]:

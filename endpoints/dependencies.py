@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
-from fastapi import Request
+from fastapi import Depends, Request, params
 
 from common.auth import KeyLevel, presented_keys
 from endpoints.state import ServerState
@@ -51,3 +52,8 @@ def share_owner(request: Request) -> str:
         client = request.client
         return f"client {client.host}" if client else "client"
     return key_owner(request)[:16]
+
+
+# A route's (or a router's) ``dependencies=``: the key it needs (an admin key passes both).
+REQUIRE_API: Sequence[params.Depends] = [Depends(require_api)]
+REQUIRE_ADMIN: Sequence[params.Depends] = [Depends(require_admin)]

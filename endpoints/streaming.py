@@ -129,10 +129,9 @@ def sse_response(
     )
 
 
-class ClientDisconnected(ServalError):
-    status_code = 499
-    error_type = "invalid_request_error"
-    default_code = "client_disconnected"
+class ClientDisconnected(
+    ServalError, status=499, kind="invalid_request_error", code="client_disconnected"
+): ...
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -41,9 +41,9 @@ def build_check_model(base: Path) -> Path:
 
     Weights are drawn wider than usual (std 0.1) so that greedy choices are rarely near-ties.
     """
-    from tests.support.tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_exllama_model
 
-    return build_tiny_model(
+    return build_tiny_exllama_model(
         base / "tiny",
         seed=3,
         hidden_size=256,
@@ -51,9 +51,7 @@ def build_check_model(base: Path) -> Path:
         layers=4,
         heads=4,
         kv_heads=4,
-        head_dim=64,
         max_position_embeddings=2048,
-        dtype="float16",
         initializer_range=0.1,
     )
 

@@ -200,6 +200,21 @@ class ExLlamaEngine(LoraEngine):
     def make_generator(self) -> Any:
         """The library's dynamic generator over the loaded model (runs on the worker thread)."""
 
+    def generator_args(self) -> dict[str, Any]:
+        """What both libraries' generators are built from: the model, its cache and tokenizer,
+        the batch sizes, the draft model and its cache."""
+        limits = self.limits
+        assert limits is not None
+        return {
+            "model": self.model,
+            "cache": self.cache,
+            "tokenizer": self.tokenizer,
+            "max_batch_size": limits.max_batch_size,
+            "max_chunk_size": limits.chunk_size,
+            "draft_model": self.draft_model,
+            "draft_cache": self.draft_cache,
+        }
+
     @abc.abstractmethod
     def loaded_summary(self) -> str:
         """One log line saying what was loaded and how it runs."""
@@ -397,13 +412,8 @@ class ExLlamaEngine(LoraEngine):
 
     # ----- generation -------------------------------------------------------------------------
 
-    @property
-    def active_jobs(self) -> int:
-        return self.driver.running if self.driver else 0
-
-    @property
-    def queued_jobs(self) -> int:
-        return self.driver.queued if self.driver else 0
+    def job_counts(self) -> GeneratorDriver | None:
+        return self.driver
 
     def room_for(self, request: GenerationRequest) -> int:
         """``max_new_tokens`` clamped to the cache; raises when the prompt does not fit."""

@@ -172,14 +172,8 @@ class ExLlamaV2Engine(ExLlamaEngine):
         draft = self.draft
         ngram = draft is not None and draft.mode == "ngram"
         generator = ExLlamaV2DynamicGenerator(
-            model=self.model,
-            cache=self.cache,
-            tokenizer=self.tokenizer,
-            max_batch_size=limits.max_batch_size,
-            max_chunk_size=limits.chunk_size,
+            **self.generator_args(),
             paged=self.paged,
-            draft_model=self.draft_model,
-            draft_cache=self.draft_cache,
             num_draft_tokens=limits.draft_tokens or 4,
             use_ngram_draft=ngram,
         )

@@ -135,13 +135,7 @@ class ExLlamaV3Engine(ExLlamaEngine):
         assert limits is not None
         ngram = self.draft is not None and self.draft.mode == "ngram"
         return Generator(
-            model=self.model,
-            cache=self.cache,
-            tokenizer=self.tokenizer,
-            max_batch_size=limits.max_batch_size,
-            max_chunk_size=limits.chunk_size,
-            draft_model=self.draft_model,
-            draft_cache=self.draft_cache,
+            **self.generator_args(),
             num_draft_tokens=limits.draft_tokens or None,
             ngram_match_min=NGRAM_MATCH_MIN if ngram else 0,
         )

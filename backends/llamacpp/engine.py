@@ -26,11 +26,9 @@ from backends.base import (
 )
 from backends.llamacpp.batch import LlamaCppScheduler
 from backends.llamacpp.model import LlamaModel
-from backends.transformers.engine import BatchedEngine
-from backends.transformers.samplers import VocabIndex
+from backends.transformers.engine import DEFAULT_MAX_BATCH_SIZE, BatchedEngine
 from common.errors import BadRequestError, UnavailableError
 
-DEFAULT_MAX_BATCH_SIZE = 32
 PREFILL_CHUNK = 256
 # The unified K/V cache holds this many tokens across all sequences unless cache_size says
 # otherwise (at least one full context): 16k tokens of a 135M model are about 370 MB in F16.
@@ -71,20 +69,16 @@ class LlamaCppEngine(BatchedEngine):
         yield LoadProgress("model", 2, steps)
         llama = self.llama
         self._special = await asyncio.to_thread(self._find_special_tokens, llama)
-        batch = self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE
         self.scheduler = LlamaCppScheduler(
             llama,
             decode=lambda ids: llama.detokenize(ids, special=True),
-            piece=self.token_piece,
-            max_batch_size=batch,
-            chunk_size=self.prefill_chunk,
-            owner_share=self.options.owner_share,
-            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+            **self._scheduler_settings(),
         )
         logger.info(
             f"{self.options.name} loaded on llama.cpp {library.version} ({self.file.name}, "
             f"{llama.weights_type} weights), context {self._max_seq_len}, cache "
-            f"{self._cache_size} tokens, batch {batch}; CPU features used: {library.cpu_features}"
+            f"{self._cache_size} tokens, batch {self.scheduler.max_batch_size}; "
+            f"CPU features used: {library.cpu_features}"
         )
         yield LoadProgress("model", steps, steps, "finished")
 

@@ -6,9 +6,9 @@ import abc
 import asyncio
 import functools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from loguru import logger
@@ -71,6 +71,16 @@ def _id_list(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
+class SchedulerSettings(TypedDict):
+    """The :class:`BatchScheduler` arguments every batched engine derives alike."""
+
+    piece: Callable[[int], str]
+    max_batch_size: int
+    chunk_size: int
+    owner_share: float
+    vocab: VocabIndex
+
+
 class BatchedEngine(Engine):
     """An engine whose jobs run in a :class:`BatchScheduler` (this one, and llama.cpp's):
     generation, cancelling and the job counts are the same for all of them."""
@@ -81,6 +91,25 @@ class BatchedEngine(Engine):
     @abc.abstractmethod
     def _make_matcher(self, grammar: str) -> Any:
         """The llguidance matcher of ``grammar`` for this model's vocabulary."""
+
+    @abc.abstractmethod
+    def _token_texts(self) -> list[str]:
+        """The text of every token id (for the samplers' vocabulary index)."""
+
+    @property
+    @abc.abstractmethod
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per forward pass."""
+
+    def _scheduler_settings(self) -> SchedulerSettings:
+        """The scheduler's arguments but the engine's own (its model, how it decodes)."""
+        return SchedulerSettings(
+            piece=self.token_piece,
+            max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+            chunk_size=self.prefill_chunk,
+            owner_share=self.options.owner_share,
+            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+        )
 
     def unsupported_params(self, params: SamplingParams) -> list[str]:
         """Every sampler runs here (Serval's own, on the logits) except token healing, and CFG
@@ -101,13 +130,8 @@ class BatchedEngine(Engine):
             **fields,
         )
 
-    @property
-    def active_jobs(self) -> int:
-        return self.scheduler.running if self.scheduler else 0
-
-    @property
-    def queued_jobs(self) -> int:
-        return self.scheduler.queued if self.scheduler else 0
+    def job_counts(self) -> BatchScheduler | None:
+        return self.scheduler
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         scheduler = self.scheduler
@@ -183,12 +207,8 @@ class TransformersEngine(BatchedEngine, LoraEngine):
         self.scheduler = BatchScheduler(
             model=self.model,
             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
-            piece=self.token_piece,
             device=self.device,
-            max_batch_size=self.options.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
-            chunk_size=self.prefill_chunk,
-            owner_share=self.options.owner_share,
-            vocab=VocabIndex(self._token_texts, lambda text: self.encode(text, add_bos=False)),
+            **self._scheduler_settings(),
             prompt_embeds=self._vision.prompt_embeds if self._vision else None,
         )
         logger.info(

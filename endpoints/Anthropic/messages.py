@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from backends.base import GenerationRequest
 from common.chat.output import ChatOutput
@@ -27,15 +27,15 @@ from endpoints.Anthropic.types import (
     Message,
     MessagesRequest,
 )
-from endpoints.dependencies import get_state, require_api
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.errors import anthropic_error
 from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request, render_chat
-from endpoints.OAI.delivery import StreamStyle, serve
+from endpoints.OAI.delivery import StreamStyle, generation_route, serve
 from endpoints.OAI.shapes import new_id
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload
 
-router = APIRouter(tags=["Anthropic"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["Anthropic"], dependencies=REQUIRE_API)
 
 
 def stream_error(exc: BaseException) -> dict[str, Any]:
@@ -103,12 +103,7 @@ class _MessageAnswer(ChatJobs):
         return _answer(self.plan, self.message_id, self.body, completions[0])
 
 
-@router.post(
-    "/v1/messages",
-    response_model=Message,
-    summary="Create a message (Anthropic Messages API)",
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
+@generation_route(router, "/v1/messages", Message, "Create a message (Anthropic Messages API)")
 async def create_message(body: MessagesRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
     chat = chat_request(body)

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from loguru import logger
 from sse_starlette import EventSourceResponse
 
@@ -23,7 +23,7 @@ from common.images import refuse_images
 from common.jobs import log_jobs
 from common.model import Lease
 from common.tokenizing import encode_text
-from endpoints.dependencies import caller_key, get_state, require_api, share_owner
+from endpoints.dependencies import REQUIRE_API, caller_key, get_state, require_api, share_owner
 from endpoints.Kobold.jobs import JobRegistry, KoboldJob, owner_of
 from endpoints.Kobold.plan import KoboldPlan
 from endpoints.Kobold.types.common import (
@@ -57,7 +57,6 @@ KOBOLDCPP_VERSION = "1.74"  # the KoboldCpp features Kobold Lite may use (SSE, g
 
 united = APIRouter(tags=["Kobold"])
 extra = APIRouter(tags=["Kobold"])
-KEY = [Depends(require_api)]  # the routes that need an api key
 OPEN_PATHS = frozenset(
     {
         *(
@@ -145,14 +144,14 @@ def _result(
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     include_in_schema=False,
-    dependencies=KEY,
+    dependencies=REQUIRE_API,
 )
 @united.post(
     "/generate",
     response_model=GenerateResponse,
     response_model_exclude_none=True,
     summary="Generate text (blocking)",
-    dependencies=KEY,
+    dependencies=REQUIRE_API,
 )
 async def generate(body: GenerateRequest, request: Request, response: Response) -> Any:
     """The whole text at once; another request can read it so far (``/api/extra/generate/check``)
@@ -191,7 +190,7 @@ async def _stream_events(job: KoboldJob) -> AsyncIterator[dict[str, Any]]:
     summary="Generate text as server-sent events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
-    dependencies=KEY,
+    dependencies=REQUIRE_API,
 )
 async def generate_stream(body: GenerateRequest, request: Request) -> Any:
     """``event: message`` events with ``data: {"token": ..., "finish_reason": ...}``; the last one
@@ -217,37 +216,28 @@ def _check(request: Request, genkey: str | None) -> GenerateResponse:
     return GenerateResponse(results=[GenerationResult(text=c.text) for c in job.completions])
 
 
-@extra.get(
-    "/generate/check",
-    response_model=GenerateResponse,
-    response_model_exclude_none=True,
-    summary="Text so far",
-    dependencies=KEY,
-)
+# One KoboldCpp route in two forms: GET with ``?genkey=``, POST with ``{"genkey": ...}``.
+_CHECK: dict[str, Any] = {
+    "summary": "Text so far",
+    "response_model_exclude_none": True,
+    "dependencies": REQUIRE_API,
+}
+
+
+@extra.get("/generate/check", **_CHECK)
 async def check_get(request: Request, genkey: str | None = None) -> GenerateResponse:
     """The text so far of the caller's generation ``genkey`` (default: the latest one); empty
     when there is none, or when it belongs to another key."""
     return _check(request, genkey)
 
 
-@extra.post(
-    "/generate/check",
-    response_model=GenerateResponse,
-    response_model_exclude_none=True,
-    summary="Text so far",
-    dependencies=KEY,
-)
+@extra.post("/generate/check", **_CHECK)
 async def check_post(request: Request, body: GenkeyRequest | None = None) -> GenerateResponse:
     """As the GET form, with ``{"genkey": ...}`` in the body."""
     return _check(request, body.genkey if body else None)
 
 
-@extra.post(
-    "/last_logprobs",
-    response_model=LogprobsResponse,
-    summary="Logprobs of a generation",
-    dependencies=KEY,
-)
+@extra.post("/last_logprobs", summary="Logprobs of a generation", dependencies=REQUIRE_API)
 async def last_logprobs(request: Request, body: GenkeyRequest | None = None) -> LogprobsResponse:
     """The logprobs of the caller's generation ``genkey`` (default: the latest), as KoboldCpp;
     null when it did not ask for them (``"logprobs": true``) or is not the caller's."""
@@ -257,7 +247,7 @@ async def last_logprobs(request: Request, body: GenkeyRequest | None = None) -> 
     return LogprobsResponse(logprobs=_logprobs(jobs[-1].completions[0]))
 
 
-@extra.post("/abort", response_model=AbortResponse, summary="Stop a generation", dependencies=KEY)
+@extra.post("/abort", summary="Stop a generation", dependencies=REQUIRE_API)
 async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortResponse:
     """Stop the caller's generation ``genkey`` (default: all the caller's running ones) and its
     engine job. ``success`` says whether one was running; another key's genkey is never found."""
@@ -266,9 +256,7 @@ async def abort(request: Request, body: GenkeyRequest | None = None) -> AbortRes
     return AbortResponse(success=bool(stopped), done=True)
 
 
-@extra.post(
-    "/tokencount", response_model=TokenCountResponse, summary="Count tokens", dependencies=KEY
-)
+@extra.post("/tokencount", summary="Count tokens", dependencies=REQUIRE_API)
 async def token_count(body: TokenCountRequest, request: Request) -> TokenCountResponse:
     state = get_state(request)
     async with state.container.use() as lease:
@@ -290,7 +278,7 @@ def _has_key(request: Request) -> bool:
     return True
 
 
-@united.get("/model", response_model=ResultResponse, summary="The loaded model")
+@united.get("/model", summary="The loaded model")
 async def model_name(request: Request) -> ResultResponse:
     """``serval/<name>``; ``serval/protected-model`` for a caller without a valid key, as
     KoboldCpp answers (clients connect first, then ask for the key)."""
@@ -299,7 +287,7 @@ async def model_name(request: Request) -> ResultResponse:
         return ResultResponse(result=name)
 
 
-@united.get("/config/max_length", response_model=ValueResponse, summary="Default generation length")
+@united.get("/config/max_length", summary="Default generation length")
 async def max_length(request: Request) -> ValueResponse:
     """Tokens generated when a request has no ``max_length`` (a sampler preset may set it)."""
     entry = get_state(request).overrides.preset.entries.get("max_tokens")
@@ -307,50 +295,40 @@ async def max_length(request: Request) -> ValueResponse:
     return ValueResponse(value=value)
 
 
+@united.get("/config/max_context_length", summary="The model's context length")
+@extra.get("/true_max_context_length", summary="The model's context length")
 async def _context_length(request: Request) -> ValueResponse:
     async with get_state(request).container.use() as lease:
         return ValueResponse(value=lease.context_length)
 
 
-united.add_api_route(
-    "/config/max_context_length",
-    _context_length,
-    response_model=ValueResponse,
-    summary="The model's context length",
-)
-extra.add_api_route(
-    "/true_max_context_length",
-    _context_length,
-    response_model=ValueResponse,
-    summary="The model's context length",
-)
-
-
-@united.get("/info/version", response_model=ResultResponse, summary="KoboldAI API version")
+@united.get("/info/version", summary="KoboldAI API version")
 async def api_version() -> ResultResponse:
     return ResultResponse(result=KOBOLD_AI_VERSION)
 
 
-@extra.get("/version", response_model=VersionResponse, summary="KoboldCpp compatibility level")
+@extra.get("/version", summary="KoboldCpp compatibility level")
 async def koboldcpp_version(request: Request) -> VersionResponse:
     return VersionResponse(
         version=KOBOLDCPP_VERSION, protected=not get_state(request).auth.disabled
     )
 
 
-@united.get("/config/soft_prompts_list", response_model=SoftPromptList, summary="Soft prompts")
+@united.get("/config/soft_prompts_list", summary="Soft prompts")
 async def soft_prompts() -> SoftPromptList:
     """Always empty: soft prompts are not supported."""
     return SoftPromptList()
 
 
-@united.get("/config/soft_prompt", response_model=SoftPrompt, summary="Current soft prompt")
+@united.get("/config/soft_prompt", summary="Current soft prompt")
 async def soft_prompt() -> SoftPrompt:
     return SoftPrompt()
 
 
-@united.put("/config/soft_prompt/", include_in_schema=False, dependencies=KEY)
-@united.put("/config/soft_prompt", summary="Set the soft prompt (only none)", dependencies=KEY)
+@united.put("/config/soft_prompt/", include_in_schema=False, dependencies=REQUIRE_API)
+@united.put(
+    "/config/soft_prompt", summary="Set the soft prompt (only none)", dependencies=REQUIRE_API
+)
 async def set_soft_prompt(body: SoftPromptChoice) -> dict:
     """Clearing the soft prompt (``""`` or null, as the Horde worker sends) succeeds; naming one
     is a 400: none can be loaded."""
@@ -366,7 +344,7 @@ def _stop_code(finish_reason: str | None, stop_reason: str | int | None) -> int:
     return 2 if isinstance(stop_reason, str) else 1
 
 
-@extra.get("/perf", response_model=PerfResponse, summary="Server status (KoboldCpp)")
+@extra.get("/perf", summary="Server status (KoboldCpp)")
 async def perf(request: Request) -> PerfResponse:
     """The last generation's timings and the engine's load; Kobold Lite shows it as the server
     status. No key is needed, as in KoboldCpp; it names no text."""

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from backends.base import NO_IMAGES, GenerationRequest, ImageInput
 from common.chat.output import ChatOutput
@@ -23,10 +23,10 @@ from common.images import load_images
 from common.jobs import jobs_for, prompt_ids, sampling
 from common.model import Lease
 from common.tokenizing import check_chars_fit
-from endpoints.dependencies import get_state, require_api
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.OAI.chat_shapes import chat_delta, finish_reason, response_message
 from endpoints.OAI.chat_tools import tool_choice_of, uses_legacy_functions
-from endpoints.OAI.delivery import OPENAI_STREAM, serve
+from endpoints.OAI.delivery import OPENAI_STREAM, generation_route, serve
 from endpoints.OAI.shapes import chat_logprobs, fingerprint, new_id, now, usage_of
 from endpoints.OAI.types.chat import (
     ChatChoice,
@@ -42,7 +42,7 @@ from endpoints.OAI.types.chat import (
 from endpoints.OAI.types.common import Usage, schema_of
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 Envelope = TypeVar("Envelope", ChatCompletionResponse, ChatCompletionChunk)
 
 
@@ -382,11 +382,8 @@ async def _stream(
         yield _chunk(plan, [], usage_of(results, plan.prompt_tokens))
 
 
-@router.post(
-    "/v1/chat/completions",
-    response_model=ChatCompletionResponse,
-    summary="Create a chat completion",
-    responses={200: {"content": {"text/event-stream": {}}}},
+@generation_route(
+    router, "/v1/chat/completions", ChatCompletionResponse, "Create a chat completion"
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response

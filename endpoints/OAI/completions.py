@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from backends.base import GenerationRequest
 from common.errors import BadRequestError, UnsupportedError
@@ -14,8 +14,8 @@ from common.generation import Completion, JobOptions, JobRunner, merge_streams
 from common.images import refuse_images
 from common.jobs import jobs_for, prompt_ids, request_grammar, sampling
 from common.model import Lease
-from endpoints.dependencies import get_state, require_api
-from endpoints.OAI.delivery import OPENAI_STREAM, serve
+from endpoints.dependencies import REQUIRE_API, get_state
+from endpoints.OAI.delivery import OPENAI_STREAM, generation_route, serve
 from endpoints.OAI.shapes import fingerprint, legacy_logprobs, new_id, now, usage_of
 from endpoints.OAI.types.common import schema_of
 from endpoints.OAI.types.completion import (
@@ -25,7 +25,7 @@ from endpoints.OAI.types.completion import (
 )
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 
 
 def _check_request(body: CompletionRequest, state: ServerState) -> None:
@@ -177,12 +177,7 @@ async def _stream(
         yield {**header, "choices": [], "usage": usage.model_dump()}
 
 
-@router.post(
-    "/v1/completions",
-    response_model=CompletionResponse,
-    summary="Create a completion",
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
+@generation_route(router, "/v1/completions", CompletionResponse, "Create a completion")
 async def create_completion(body: CompletionRequest, request: Request, response: Response) -> Any:
     state = get_state(request)
     _check_request(body, state)

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.types import DecoratedCallable
+from pydantic import BaseModel
 
 from backends.base import GenerationRequest
 from common.generation import Completion, JobRunner, collect_all, unsupported_report
@@ -31,6 +33,19 @@ class StreamStyle:
 
 
 OPENAI_STREAM = StreamStyle()
+
+
+def generation_route(
+    router: APIRouter, path: str, answer: type[BaseModel], summary: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """``POST path`` of a generation API: ``answer`` as one body, or with ``stream`` an SSE
+    stream (the other content of its 200 in OpenAPI)."""
+    return router.post(
+        path,
+        response_model=answer,
+        summary=summary,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
 
 
 class Answer(Protocol):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from common.errors import BadRequestError
 from common.openai_tokens import decode_openai_tokens
-from endpoints.dependencies import get_state, require_api
+from endpoints.dependencies import REQUIRE_API, get_state
 from endpoints.OAI.types.embedding import (
     Embedding,
     EmbeddingRequest,
@@ -18,7 +18,7 @@ from endpoints.OAI.types.embedding import (
 )
 from endpoints.streaming import cancel_on_disconnect
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 

@@ -14,15 +14,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from backends.base import GenerationRequest
 from common.errors import BadRequestError, NotFoundError
 from common.generation import Completion, merge_streams
 from common.model import Lease
-from endpoints.dependencies import get_state, key_owner, require_api
+from endpoints.dependencies import REQUIRE_API, get_state, key_owner
 from endpoints.OAI.chat import ChatJobs, ChatPlan, check_chat_request
-from endpoints.OAI.delivery import StreamStyle, serve
+from endpoints.OAI.delivery import StreamStyle, generation_route, serve
 from endpoints.OAI.responses_input import chat_request, conversation_of, tool_namespaces
 from endpoints.OAI.responses_output import Event, OutputBuilder, dumped
 from endpoints.OAI.shapes import new_id, now, usage_of
@@ -42,7 +42,7 @@ from endpoints.OAI.types.responses import (
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["OpenAI"], dependencies=REQUIRE_API)
 
 
 class _Responder(ChatJobs):
@@ -170,11 +170,8 @@ def _earlier(body: ResponsesRequest, state: ServerState, owner: str) -> list[Cha
     return stored.conversation
 
 
-@router.post(
-    "/v1/responses",
-    response_model=ResponseObject,
-    summary="Create a response (OpenAI Responses API)",
-    responses={200: {"content": {"text/event-stream": {}}}},
+@generation_route(
+    router, "/v1/responses", ResponseObject, "Create a response (OpenAI Responses API)"
 )
 async def create_response(body: ResponsesRequest, request: Request, response: Response) -> Any:
     state = get_state(request)

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from common.downloads import DownloadPlan, download, plan_download
+from common.downloads import DownloadPlan, DownloadSource, download, plan_download
 from endpoints.core.types import DownloadProgressEvent, DownloadRequest, DownloadResponse
-from endpoints.dependencies import get_state, require_admin
+from endpoints.dependencies import REQUIRE_ADMIN, get_state
 from endpoints.streaming import cancel_on_disconnect, sse_response
 
 router = APIRouter(tags=["Downloads"])
@@ -37,7 +37,7 @@ async def _to_the_end(plan: DownloadPlan) -> DownloadResponse:
 @router.post(
     "/v1/download",
     summary="Download a repository from the hub into model_dir or lora_dir",
-    dependencies=[Depends(require_admin)],
+    dependencies=REQUIRE_ADMIN,
     response_model=DownloadResponse,
     responses={
         200: {
@@ -50,16 +50,7 @@ async def download_repo(body: DownloadRequest, request: Request) -> Any:
     state = get_state(request)
     container = state.container
     base: Path = container.lora_dir if body.repo_type == "lora" else container.model_dir
-    plan = await asyncio.to_thread(
-        plan_download,
-        base,
-        body.repo_id,
-        folder_name=body.folder_name,
-        revision=body.revision,
-        token=body.token,
-        include=body.include,
-        exclude=body.exclude,
-    )
+    plan = await asyncio.to_thread(plan_download, base, DownloadSource.read(body))
     request.state.log_extra = f"{body.repo_id} ({len(plan.files)} files)"
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
         return sse_response(_events(plan), state.config.network.sse_ping_interval, done=False)

@@ -13,12 +13,12 @@ from endpoints.core.types import (
     ModelCard,
     ModelList,
 )
-from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 
-router = APIRouter(tags=["Embeddings"])
+router = APIRouter(tags=["Embeddings"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
-@router.get("/v1/model/embedding/list", response_model=ModelList, summary="List embedding models")
+@router.get("/v1/model/embedding/list", summary="List embedding models")
 async def list_embedding_models(
     request: Request, level: KeyLevel = Depends(require_api)
 ) -> ModelList:
@@ -33,12 +33,7 @@ async def list_embedding_models(
     return ModelList(data=[ModelCard(id=name, created=int(state.started_at)) for name in names])
 
 
-@router.get(
-    "/v1/model/embedding",
-    response_model=EmbeddingModelCard,
-    summary="The loaded embedding model",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/v1/model/embedding", summary="The loaded embedding model")
 async def current_embedding_model(request: Request) -> EmbeddingModelCard:
     state = get_state(request)
     name, embedder = await state.embeddings.current()
@@ -47,20 +42,12 @@ async def current_embedding_model(request: Request) -> EmbeddingModelCard:
         id=name,
         created=int(state.started_at),
         max_model_len=info.max_seq_len,
-        parameters=EmbeddingModelParameters(
-            dimensions=info.dimensions,
-            max_seq_len=info.max_seq_len,
-            device=info.device,
-            matryoshka=info.matryoshka,
-        ),
+        parameters=EmbeddingModelParameters.model_validate(info, from_attributes=True),
     )
 
 
 @router.post(
-    "/v1/model/embedding/load",
-    response_model=LoadProgressEvent,
-    summary="Load an embedding model",
-    dependencies=[Depends(require_admin)],
+    "/v1/model/embedding/load", summary="Load an embedding model", dependencies=REQUIRE_ADMIN
 )
 async def load_embedding_model(body: EmbeddingLoadRequest, request: Request) -> LoadProgressEvent:
     """Answers when the model is loaded; loading the loaded model again answers at once."""
@@ -71,7 +58,7 @@ async def load_embedding_model(body: EmbeddingLoadRequest, request: Request) -> 
 @router.post(
     "/v1/model/embedding/unload",
     summary="Unload the embedding model",
-    dependencies=[Depends(require_admin)],
+    dependencies=REQUIRE_ADMIN,
 )
 async def unload_embedding_model(request: Request) -> None:
     await get_state(request).embeddings.unload()

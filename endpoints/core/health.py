@@ -41,6 +41,6 @@ async def service_info() -> dict:
     }
 
 
-@router.get("/v1/auth/permission", response_model=PermissionResponse, summary="The key's level")
+@router.get("/v1/auth/permission", summary="The key's level")
 async def permission(level: KeyLevel = Depends(require_api)) -> PermissionResponse:
     return PermissionResponse(permission=level.label)

@@ -14,10 +14,10 @@ from endpoints.core.types import (
     LoraLoadResponse,
     LoraUnloadRequest,
 )
-from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 from endpoints.state import ServerState
 
-router = APIRouter(tags=["LoRAs"])
+router = APIRouter(tags=["LoRAs"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 def _active(state: ServerState) -> dict[str, float]:
@@ -32,8 +32,8 @@ def _cards(state: ServerState, names: list[str], active: dict[str, float]) -> Lo
     )
 
 
-@router.get("/v1/loras", response_model=LoraList, summary="List LoRAs")
-@router.get("/v1/lora/list", response_model=LoraList, include_in_schema=False)
+@router.get("/v1/loras", summary="List LoRAs")
+@router.get("/v1/lora/list", include_in_schema=False)
 async def list_loras(request: Request, level: KeyLevel = Depends(require_api)) -> LoraList:
     """Admin keys see every LoRA folder in lora_dir; api keys the LoRAs in use."""
     state = get_state(request)
@@ -43,12 +43,7 @@ async def list_loras(request: Request, level: KeyLevel = Depends(require_api)) -
     return _cards(state, list(active), active)
 
 
-@router.get(
-    "/v1/lora",
-    response_model=LoraList,
-    summary="The LoRAs in use",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/v1/lora", summary="The LoRAs in use")
 async def active_loras(request: Request) -> LoraList:
     state = get_state(request)
     await state.container.current()
@@ -58,9 +53,8 @@ async def active_loras(request: Request) -> LoraList:
 
 @router.post(
     "/v1/lora/load",
-    response_model=LoraLoadResponse,
     summary="Use these LoRAs (replacing those in use)",
-    dependencies=[Depends(require_admin)],
+    dependencies=REQUIRE_ADMIN,
 )
 async def load_loras(body: LoraLoadRequest, request: Request) -> LoraLoadResponse:
     """Running requests finish first (or are cancelled with ``skip_queue``); requests that
@@ -81,9 +75,7 @@ async def load_loras(body: LoraLoadRequest, request: Request) -> LoraLoadRespons
     return LoraLoadResponse(success=success, failure=[n for n in names if n not in success])
 
 
-@router.post(
-    "/v1/lora/unload", summary="Stop using every LoRA", dependencies=[Depends(require_admin)]
-)
+@router.post("/v1/lora/unload", summary="Stop using every LoRA", dependencies=REQUIRE_ADMIN)
 async def unload_loras(request: Request, body: LoraUnloadRequest | None = None) -> None:
     container = get_state(request).container
     await container.current()

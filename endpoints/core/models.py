@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from endpoints.core.types import (
     ModelLoadRequest,
     Props,
 )
-from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 from endpoints.state import ServerState
 from endpoints.streaming import error_payload, sse_response
 
-router = APIRouter(tags=["Models"])
+router = APIRouter(tags=["Models"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
 def loaded_card(state: ServerState) -> ModelCard | None:
@@ -40,22 +41,14 @@ def loaded_card(state: ServerState) -> ModelCard | None:
         id=container.name,
         created=int(state.started_at),
         max_model_len=info.max_seq_len,
-        parameters=ModelCardParameters(
-            max_seq_len=info.max_seq_len,
-            cache_size=info.cache_size,
-            cache_mode=info.cache_mode,
-            rope_scale=info.rope_scale,
-            rope_alpha=info.rope_alpha,
-            max_batch_size=info.max_batch_size,
-            chunk_size=info.chunk_size,
-            prompt_template=template.name if template else None,
-            prompt_template_content=template.source if template else None,
-            backend=info.backend,
-            dtype=info.dtype,
-            device=info.device,
-            draft=info.draft,
-            loras=[name for name, _ in info.loras],
-            use_vision=info.vision,
+        parameters=ModelCardParameters.model_validate(
+            {
+                **asdict(info),  # the fields the card shares with the engine's info
+                "prompt_template": template.name if template else None,
+                "prompt_template_content": template.source if template else None,
+                "loras": [name for name, _ in info.loras],
+                "use_vision": info.vision,
+            }
         ),
     )
 
@@ -76,8 +69,8 @@ def _folder_cards(
     ]
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List models")
-@router.get("/v1/model/list", response_model=ModelList)
+@router.get("/v1/models", summary="List models")
+@router.get("/v1/model/list")
 async def list_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
     """Admin keys see every model folder; api keys only the loaded model."""
     state = get_state(request)
@@ -96,7 +89,7 @@ async def list_models(request: Request, level: KeyLevel = Depends(require_api)) 
     return ModelList(data=cards)
 
 
-@router.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="Retrieve a model")
+@router.get("/v1/models/{model_id:path}", summary="Retrieve a model")
 async def retrieve_model(
     model_id: str, request: Request, level: KeyLevel = Depends(require_api)
 ) -> ModelCard:
@@ -109,7 +102,7 @@ async def retrieve_model(
     raise NotFoundError(f"The model {model_id!r} does not exist.", param="model")
 
 
-@router.get("/v1/model/draft/list", response_model=ModelList, summary="List draft models")
+@router.get("/v1/model/draft/list", summary="List draft models")
 async def list_draft_models(request: Request, level: KeyLevel = Depends(require_api)) -> ModelList:
     state = get_state(request)
     if level >= KeyLevel.ADMIN:
@@ -119,12 +112,7 @@ async def list_draft_models(request: Request, level: KeyLevel = Depends(require_
     return ModelList(data=[ModelCard(id=draft, created=int(state.started_at))] if draft else [])
 
 
-@router.get(
-    "/v1/model",
-    response_model=ModelCard,
-    summary="The loaded model",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/v1/model", summary="The loaded model")
 async def current_model(request: Request) -> ModelCard:
     state = get_state(request)
     await state.container.current()
@@ -133,12 +121,7 @@ async def current_model(request: Request) -> ModelCard:
     return card
 
 
-@router.get(
-    "/props",
-    response_model=Props,
-    summary="llama.cpp-style server properties",
-    dependencies=[Depends(require_api)],
-)
+@router.get("/props", summary="llama.cpp-style server properties")
 async def props(request: Request) -> Props:
     state = get_state(request)
     async with state.container.use() as lease:
@@ -185,7 +168,7 @@ async def _progress_events(queue: asyncio.Queue[Any]) -> AsyncIterator[dict[str,
 @router.post(
     "/v1/model/load",
     summary="Load a model, streaming progress as SSE",
-    dependencies=[Depends(require_admin)],
+    dependencies=REQUIRE_ADMIN,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "LoadProgressEvent stream"}
     },
@@ -204,7 +187,7 @@ async def load_model(body: ModelLoadRequest, request: Request) -> Any:
     return sse_response(_progress_events(queue), state.config.network.sse_ping_interval, done=False)
 
 
-@router.post("/v1/model/unload", summary="Unload the model", dependencies=[Depends(require_admin)])
+@router.post("/v1/model/unload", summary="Unload the model", dependencies=REQUIRE_ADMIN)
 async def unload_model(request: Request) -> None:
     started = time.perf_counter()
     await get_state(request).container.unload()

@@ -8,17 +8,13 @@ from common.auth import KeyLevel
 from common.errors import BadRequestError
 from common.sampling import OverridePreset, list_presets, load_preset
 from endpoints.core.types import OverrideListResponse, OverrideSwitchRequest
-from endpoints.dependencies import get_state, require_admin, require_api
+from endpoints.dependencies import REQUIRE_ADMIN, REQUIRE_API, get_state, require_api
 
-router = APIRouter(tags=["Sampling"])
+router = APIRouter(tags=["Sampling"], dependencies=REQUIRE_API)  # admin routes add REQUIRE_ADMIN
 
 
-@router.get(
-    "/v1/sampling/overrides",
-    response_model=OverrideListResponse,
-    summary="Sampler overrides in effect",
-)
-@router.get("/v1/sampling/override/list", response_model=OverrideListResponse)
+@router.get("/v1/sampling/overrides", summary="Sampler overrides in effect")
+@router.get("/v1/sampling/override/list")
 async def overrides(
     request: Request, level: KeyLevel = Depends(require_api)
 ) -> OverrideListResponse:
@@ -33,7 +29,7 @@ async def overrides(
 @router.post(
     "/v1/sampling/override/switch",
     summary="Apply a preset or inline overrides",
-    dependencies=[Depends(require_admin)],
+    dependencies=REQUIRE_ADMIN,
 )
 async def switch_overrides(body: OverrideSwitchRequest, request: Request) -> None:
     state = get_state(request)
@@ -46,9 +42,7 @@ async def switch_overrides(body: OverrideSwitchRequest, request: Request) -> Non
 
 
 @router.post(
-    "/v1/sampling/override/unload",
-    summary="Clear the overrides",
-    dependencies=[Depends(require_admin)],
+    "/v1/sampling/override/unload", summary="Clear the overrides", dependencies=REQUIRE_ADMIN
 )
 async def unload_overrides(request: Request) -> None:
     get_state(request).overrides.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from common.chat.prompt import ChatPrompt, check_message_count, render_prompt
 from common.chat.tools.formats import tool_format
@@ -15,12 +15,12 @@ from endpoints.core.types import (
     TokenEncodeRequest,
     TokenEncodeResponse,
 )
-from endpoints.dependencies import get_state, require_api
+from endpoints.dependencies import REQUIRE_API, get_state
 
-router = APIRouter(tags=["Tokens"], dependencies=[Depends(require_api)])
+router = APIRouter(tags=["Tokens"], dependencies=REQUIRE_API)
 
 
-@router.post("/v1/token/encode", response_model=TokenEncodeResponse, summary="Tokenize")
+@router.post("/v1/token/encode", summary="Tokenize")
 async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeResponse:
     """Text, or chat messages rendered through the current template (no generation prompt)."""
     state = get_state(request)
@@ -54,7 +54,7 @@ async def encode(body: TokenEncodeRequest, request: Request) -> TokenEncodeRespo
     return TokenEncodeResponse(tokens=tokens, length=len(tokens))
 
 
-@router.post("/v1/token/decode", response_model=TokenDecodeResponse, summary="Detokenize")
+@router.post("/v1/token/decode", summary="Detokenize")
 async def decode(body: TokenDecodeRequest, request: Request) -> TokenDecodeResponse:
     state = get_state(request)
     async with state.container.use() as lease:

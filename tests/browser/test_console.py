@@ -31,6 +31,12 @@ def storage(page: Any, kind: str) -> dict[str, str]:
     return page.evaluate(f"() => Object.fromEntries(Object.entries({kind}))")
 
 
+def assert_signed_out(page: Any) -> None:
+    """No tabs shown and no key kept."""
+    assert page.is_hidden("#tabs")
+    assert storage(page, "sessionStorage") == {}
+
+
 def test_page_comes_from_the_server_alone(page: Any, console_server: ServerProcess) -> None:
     """No CDN, no build step: every request the page makes goes to Serval itself."""
     requests: list[str] = []
@@ -49,8 +55,7 @@ def test_a_wrong_key_is_refused(page: Any, console_server: ServerProcess) -> Non
     page.fill("#key-input", "not-a-key")
     page.click("#sign-in-form button[type=submit]")
     page.wait_for_selector("#sign-in-error:has-text('not valid')")
-    assert page.is_hidden("#tabs")
-    assert storage(page, "sessionStorage") == {}
+    assert_signed_out(page)
 
 
 def test_api_key_sees_no_admin_controls(page: Any, loaded_server: ServerProcess) -> None:
@@ -79,8 +84,7 @@ def test_api_key_sees_no_admin_controls(page: Any, loaded_server: ServerProcess)
 
     page.click("#sign-out")
     page.wait_for_selector("#sign-in", state="visible")
-    assert page.is_hidden("#tabs")
-    assert storage(page, "sessionStorage") == {}
+    assert_signed_out(page)
 
 
 def test_admin_unloads_and_loads_with_progress(page: Any, loaded_server: ServerProcess) -> None:
@@ -235,24 +239,20 @@ def test_server_page_shows_health_and_metrics(page: Any, loaded_server: ServerPr
     screenshot(page, "server")
 
 
-METRICS_READINGS = [
-    """# TYPE serval_requests_total counter
-serval_requests_total{route="/v1/chat/completions",status="200"} 3.0
-serval_requests_total{route="/v1/models",status="200"} 4.0
-serval_running_jobs 2.0
-serval_queued_jobs 1.0
-serval_generated_tokens_total 100.0
-serval_prompt_tokens_total 250.0
-""",
-    """# TYPE serval_requests_total counter
-serval_requests_total{route="/v1/chat/completions",status="200"} 5.0
-serval_requests_total{route="/v1/models",status="200"} 4.0
-serval_running_jobs 2.0
-serval_queued_jobs 1.0
-serval_generated_tokens_total 160.0
-serval_prompt_tokens_total 300.0
-""",
-]
+def metrics_reading(chat_requests: int, generated_tokens: int, prompt_tokens: int) -> str:
+    """A /metrics text: two routes' request counts, two jobs running and one queued."""
+    return (
+        "# TYPE serval_requests_total counter\n"
+        f'serval_requests_total{{route="/v1/chat/completions",status="200"}} {chat_requests}.0\n'
+        'serval_requests_total{route="/v1/models",status="200"} 4.0\n'
+        "serval_running_jobs 2.0\n"
+        "serval_queued_jobs 1.0\n"
+        f"serval_generated_tokens_total {generated_tokens}.0\n"
+        f"serval_prompt_tokens_total {prompt_tokens}.0\n"
+    )
+
+
+METRICS_READINGS = [metrics_reading(3, 100, 250), metrics_reading(5, 160, 300)]
 
 
 def test_metrics_figures_and_chart(page: Any, loaded_server: ServerProcess) -> None:

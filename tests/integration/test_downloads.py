@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hub import HubRepo, HubStandIn
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ROOT, ServerProcess, assert_refused
 from tests.support.sse import data_events
 
 GOOD_TOKEN = "hf_good_token_for_tests"
@@ -168,9 +168,7 @@ def test_bad_downloads_get_a_clear_4xx(
     server: ServerProcess, body: dict, status: int, param: str
 ) -> None:
     with server.admin() as admin:
-        response = admin.post("/v1/download", json=body)
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["param"] == param
+        assert_refused(admin.post("/v1/download", json=body), status, param)
 
 
 def test_an_existing_folder_is_not_overwritten(server: ServerProcess, models_dir: Path) -> None:

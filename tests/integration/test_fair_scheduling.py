@@ -36,7 +36,17 @@ BULKY_STREAM = {
 }
 
 
-def start_server(workdir: Path, tiny_models: Path, network: dict) -> ServerProcess:
+def start_server(
+    workdir: Path, tiny_models: Path, *, slots: int, queued: int, share: float, send_timeout: float
+) -> ServerProcess:
+    """Keys a and b on ``slots`` generation slots (max_concurrent_requests), ``queued`` places
+    in line, a key's ``share`` of both, and ``send_timeout`` (stream_send_timeout)."""
+    network = {
+        "max_concurrent_requests": slots,
+        "max_queued_requests": queued,
+        "key_share": share,
+        "stream_send_timeout": send_timeout,
+    }
     config = {
         "network": {"metrics_auth": "none", **network},
         "model": {"model_dir": str(tiny_models), "model_name": "tiny-a"},
@@ -98,13 +108,7 @@ def test_one_key_flooding_streams_neither_blocks_nor_queues_out_another_key(
     """Eight slots and a share of one half: key a's 12 unread streams take 4 slots and 8 places
     in line; a's next request gets 429, and key b's short completion runs at once and finishes
     while a's queued streams are still waiting."""
-    network = {
-        "max_concurrent_requests": 8,
-        "max_queued_requests": 16,
-        "key_share": 0.5,
-        "stream_send_timeout": 0,
-    }
-    server = start_server(tmp_path, tiny_models, network)
+    server = start_server(tmp_path, tiny_models, slots=8, queued=16, share=0.5, send_timeout=0)
     try:
         sockets += [open_unread_stream(server, KEY_A, LONG_STREAM) for _ in range(12)]
         wait_for(
@@ -130,13 +134,7 @@ def test_streams_that_are_not_read_give_their_slots_back(
 ) -> None:
     """One slot, held by a stream whose client never reads: once its sends have been blocked
     for stream_send_timeout it is closed, and the request waiting in line runs."""
-    network = {
-        "max_concurrent_requests": 1,
-        "max_queued_requests": 4,
-        "key_share": 1,
-        "stream_send_timeout": 2,
-    }
-    server = start_server(tmp_path, tiny_models, network)
+    server = start_server(tmp_path, tiny_models, slots=1, queued=4, share=1, send_timeout=2)
     try:
         sockets.append(open_unread_stream(server, KEY_A, BULKY_STREAM))
         wait_for(lambda: answered(sockets[0]), "the stream to start")

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.files import models_with_templates
-from tests.support.server import ADMIN_KEY, API_KEY, ServerProcess
+from tests.support.server import ADMIN_KEY, API_KEY, ServerProcess, start_with_templates
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -580,17 +579,12 @@ HOSTILE_TEMPLATES = {
 def hostile_template_server(
     tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    base = models_with_templates(
+    process = start_with_templates(
         tiny_models / "tiny-a",
-        tmp_path_factory.mktemp("hostile-template-models"),
         HOSTILE_TEMPLATES,
+        "wedge",
+        tmp_path_factory.mktemp("hostile-template-server"),
     )
-    config = {
-        "model": {"model_dir": str(base), "model_name": "wedge"},
-        "embeddings": {"embedding_model_name": None},
-        "limits": {"template_timeout": 1.0},
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("hostile-template-server"), config).start()
     yield process
     process.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -19,6 +20,11 @@ THINKING_TEMPLATE = (
 )
 QUESTION = [{"role": "user", "content": "Why is the sky blue?"}]
 RENDERED = "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+
+
+def _ask(max_tokens: int, **extra: Any) -> dict[str, Any]:
+    """The question, answered greedily in up to ``max_tokens``."""
+    return dict(model="x", messages=QUESTION, max_tokens=max_tokens, temperature=0, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def _whole(client: openai.OpenAI, **request) -> tuple[str, str, str | None]:
 def test_all_reasoning_when_the_block_never_closes(
     client: openai.OpenAI, thinking_server: ServerProcess
 ) -> None:
-    request = dict(model="x", messages=QUESTION, max_tokens=16, temperature=0)
+    request = _ask(16)
     reasoning, content, reason = _whole(client, **request)
     assert reasoning and content == "" and reason == "length"
     assert _streamed(client, **request) == (reasoning, content, reason)
@@ -81,15 +87,9 @@ def test_all_reasoning_when_the_block_never_closes(
 
 
 def test_budget_closes_the_block_and_the_answer_follows(client: openai.OpenAI) -> None:
-    request = dict(
-        model="x",
-        messages=QUESTION,
-        max_tokens=20,
-        temperature=0,
-        extra_body={"reasoning_budget_tokens": 6},
-    )
+    request = _ask(20, extra_body={"reasoning_budget_tokens": 6})
     reasoning, content, reason = _whole(client, **request)
-    unlimited, _, _ = _whole(client, model="x", messages=QUESTION, max_tokens=20, temperature=0)
+    unlimited, _, _ = _whole(client, **_ask(20))
     assert reasoning and content
     assert len(reasoning) < len(unlimited) and unlimited.startswith(reasoning)
     assert reason == "length"
@@ -110,13 +110,7 @@ def test_cfg_continues_past_the_budget_end_tag(client: openai.OpenAI) -> None:
 
 
 def test_thinking_off_in_the_template_means_no_reasoning(client: openai.OpenAI) -> None:
-    request = dict(
-        model="x",
-        messages=QUESTION,
-        max_tokens=8,
-        temperature=0,
-        extra_body={"enable_thinking": False},
-    )
+    request = _ask(8, extra_body={"enable_thinking": False})
     reasoning, content, _ = _whole(client, **request)
     assert reasoning == "" and content
     assert _streamed(client, **request)[:2] == (reasoning, content)
@@ -136,14 +130,11 @@ def test_reasoning_then_a_required_call(client: openai.OpenAI) -> None:
             },
         },
     }
-    request = dict(
-        model="x",
-        messages=QUESTION,
+    request = _ask(
+        150,  # this tokenizer spends a token on most characters
         tools=[tool],
         tool_choice="required",
         parallel_tool_calls=False,
-        max_tokens=150,  # this tokenizer spends a token on most characters
-        temperature=0,
         extra_body={"reasoning_budget_tokens": 4},
     )
     choice = client.chat.completions.create(**request).choices[0]

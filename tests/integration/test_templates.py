@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.files import models_with_templates
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, start_with_templates
 
 TEMPLATES = {
     "tiny-raise": "{{ raise_exception('System messages are not supported by this model') }}",
@@ -26,15 +25,9 @@ CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 def template_server(
     tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    base = models_with_templates(
-        tiny_models / "tiny-a", tmp_path_factory.mktemp("template-models"), TEMPLATES
+    process = start_with_templates(
+        tiny_models / "tiny-a", TEMPLATES, "tiny-a", tmp_path_factory.mktemp("template-server")
     )
-    config = {
-        "model": {"model_dir": str(base), "model_name": "tiny-a"},
-        "embeddings": {"embedding_model_name": None},
-        "limits": {"template_timeout": 1.0},
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("template-server"), config).start()
     yield process
     process.stop()
 

@@ -18,6 +18,7 @@ import openai
 import pydantic
 import pytest
 
+from tests.support.chats import tool_round
 from tests.support.server import API_KEY, ServerProcess
 
 SET_LEVEL = {
@@ -150,27 +151,14 @@ def test_parallel_calls(client: openai.OpenAI) -> None:
 
 
 def test_tool_results_go_back_in_call_order(client: openai.OpenAI, server: ServerProcess) -> None:
-    history = [
-        {"role": "user", "content": "Louder, and paint it red."},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_a",
-                    "type": "function",
-                    "function": {"name": "set_level", "arguments": '{"level": 4}'},
-                },
-                {
-                    "id": "call_b",
-                    "type": "function",
-                    "function": {"name": "paint", "arguments": '{"color": "red", "coats": 1}'},
-                },
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_b", "content": "painted"},
-        {"role": "tool", "tool_call_id": "call_a", "content": "level is 4"},
-    ]
+    history = tool_round(
+        "Louder, and paint it red.",
+        [
+            ("call_a", "set_level", '{"level": 4}'),
+            ("call_b", "paint", '{"color": "red", "coats": 1}'),
+        ],
+        [("call_b", "painted"), ("call_a", "level is 4")],
+    )
     answer = client.chat.completions.create(
         model="x", messages=history, tools=TOOLS, max_tokens=8, temperature=0
     )

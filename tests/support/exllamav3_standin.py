@@ -237,17 +237,10 @@ def modules() -> dict[str, types.ModuleType]:
     generator = module("exllamav3.generator", sampler=sampler)
     lora = module("exllamav3.model.lora", LoRA=LoRA)
     model = module("exllamav3.model", lora=lora)
+    stand_ins = (Config, Tokenizer, Model, Cache, CacheLayer_fp16, CacheLayer_quant, Generator, Job)
     root = module(
         "exllamav3",
-        Config=Config,
-        Tokenizer=Tokenizer,
-        Model=Model,
-        Cache=Cache,
-        CacheLayer_fp16=CacheLayer_fp16,
-        CacheLayer_quant=CacheLayer_quant,
-        Generator=Generator,
-        Job=Job,
-        LLGuidanceFilter=LLGuidanceFilter,
+        **{stand_in.__name__: stand_in for stand_in in (*stand_ins, LLGuidanceFilter)},
         generator=generator,
         model=model,
     )

@@ -13,6 +13,13 @@ import httpx
 LITE_SAMPLER_ORDER = [6, 0, 1, 3, 4, 2, 5]
 LITE_SAMPLERS = ("penalties", "top_k", "top_a", "tfs", "typical", "top_p", "temperature")
 
+# The routes that read a prompt, as (method, path, smallest body).
+PROMPT_ROUTES = [
+    ("POST", "/api/v1/generate", {"prompt": "Hi"}),
+    ("POST", "/api/extra/generate/stream", {"prompt": "Hi"}),
+    ("POST", "/api/extra/tokencount", {"prompt": "Hi"}),
+]
+
 # How Kobold Lite reads SSE (kobold_api_stream_sse): LF line ends, "event:" before "data:".
 LITE_EVENT = re.compile(r"^event: ([^\r\n]*)\ndata: ([^\r\n]*)\n\n", re.M)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.files import models_with_templates
+
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "admin-key-for-tests-0123456789abcdef"
 API_KEY = "api-key-for-tests-0123456789abcdef"
@@ -22,6 +24,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def assert_refused(response: httpx.Response, status: int, param: str) -> None:
+    """An error answer of ``status`` in the OpenAI shape that names the ``param`` at fault."""
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
 
 
 def run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -111,3 +119,18 @@ class ServerProcess:
 
     def admin(self, timeout: float = 60) -> httpx.Client:
         return self.client(ADMIN_KEY, timeout)
+
+
+def start_with_templates(
+    tiny_model: Path, templates: dict[str, str], model_name: str, workdir: Path
+) -> ServerProcess:
+    """A server on a model folder holding ``tiny_model`` once per chat template (see
+    :func:`~tests.support.files.models_with_templates`), ``model_name`` loaded; a template may
+    run for a second."""
+    base = models_with_templates(tiny_model, workdir / "models", templates)
+    config = {
+        "model": {"model_dir": str(base), "model_name": model_name},
+        "embeddings": {"embedding_model_name": None},
+        "limits": {"template_timeout": 1.0},
+    }
+    return ServerProcess(workdir / "server", config).start()

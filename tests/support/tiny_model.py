@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
@@ -90,15 +91,9 @@ def build_tiny_model(
     return target
 
 
-def build_tiny_exllama_model(target: Path) -> Path:
-    """The smallest fp16 Llama that ExLlamaV2 accepts (projections multiples of 32, head_dim
-    64), written at ``target``."""
-    return build_tiny_model(
-        target,
-        hidden_size=128,
-        intermediate_size=256,
-        heads=2,
-        kv_heads=2,
-        head_dim=64,
-        dtype="float16",
-    )
+def build_tiny_exllama_model(target: Path, **sizes: Any) -> Path:
+    """An fp16 Llama that the ExLlama engines accept (projections multiples of 32, head_dim
+    64), written at ``target``: the smallest, or with ``sizes`` (arguments of
+    :func:`build_tiny_model`) a larger one."""
+    smallest = {"hidden_size": 128, "intermediate_size": 256, "heads": 2, "kv_heads": 2}
+    return build_tiny_model(target, **{**smallest, **sizes}, head_dim=64, dtype="float16")

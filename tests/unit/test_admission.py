@@ -10,6 +10,13 @@ from common.admission import Admission
 from common.errors import TooManyRequestsError
 
 
+async def one_slot_held(owner: str = "") -> Admission:
+    """One slot (a line of any length), taken by a request of ``owner``."""
+    admission = Admission(max_running=1, max_waiting=0)
+    await admission.enter(owner)
+    return admission
+
+
 def test_requests_beyond_the_cap_wait_their_turn_and_beyond_the_line_get_429() -> None:
     async def scenario() -> list[str]:
         admission = Admission(max_running=2, max_waiting=1)
@@ -36,8 +43,7 @@ def test_requests_beyond_the_cap_wait_their_turn_and_beyond_the_line_get_429() -
 
 def test_a_cancelled_waiter_leaves_the_line() -> None:
     async def scenario() -> None:
-        admission = Admission(max_running=1, max_waiting=0)
-        await admission.enter()
+        admission = await one_slot_held()
         waiter = asyncio.create_task(admission.enter())
         await asyncio.sleep(0)
         waiter.cancel()
@@ -65,8 +71,7 @@ def test_waiting_keys_take_turns_for_free_slots() -> None:
     the keys (a, b, c, a, b, a), not first come first served (a, a, a, b, b, c)."""
 
     async def scenario() -> list[str]:
-        admission = Admission(max_running=1, max_waiting=0)
-        await admission.enter("a")
+        admission = await one_slot_held("a")
         order: list[str] = []
 
         async def request(name: str) -> None:
@@ -120,8 +125,7 @@ def test_a_key_at_its_share_leaves_the_other_slots_to_other_keys() -> None:
 
 def test_more_slots_admit_those_waiting() -> None:
     async def scenario() -> None:
-        admission = Admission(max_running=1, max_waiting=0)
-        await admission.enter("a")
+        admission = await one_slot_held("a")
         waiter = asyncio.create_task(admission.enter("b"))
         await asyncio.sleep(0)
         assert not waiter.done()
@@ -134,8 +138,7 @@ def test_more_slots_admit_those_waiting() -> None:
 
 def test_a_waiter_cancelled_as_its_turn_comes_passes_the_slot_on() -> None:
     async def scenario() -> None:
-        admission = Admission(max_running=1, max_waiting=0)
-        await admission.enter("a")
+        admission = await one_slot_held("a")
         first = asyncio.create_task(admission.enter("b"))
         second = asyncio.create_task(admission.enter("c"))
         await asyncio.sleep(0)

@@ -8,7 +8,9 @@ runs on a fresh generator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,9 +52,18 @@ def make_driver(**kwargs: Any) -> tuple[GeneratorDriver, list[ScriptedGenerator]
     return GeneratorDriver(make, "test"), built
 
 
-def test_jobs_run_on_the_worker_thread_and_finish() -> None:
-    driver, built = make_driver()
+@contextlib.contextmanager
+def running_driver(**kwargs: Any) -> Iterator[tuple[GeneratorDriver, list[ScriptedGenerator]]]:
+    """:func:`make_driver`, stopped when the block ends."""
+    driver, built = make_driver(**kwargs)
     try:
+        yield driver, built
+    finally:
+        driver.stop()
+
+
+def test_jobs_run_on_the_worker_thread_and_finish() -> None:
+    with running_driver() as (driver, built):
         sinks = [Collect() for _ in range(3)]
         for sink in sinks:
             driver.submit(job(), sink)
@@ -62,13 +73,10 @@ def test_jobs_run_on_the_worker_thread_and_finish() -> None:
             assert [r["text"] for r in streamed] == ["5", "6", "7"]
             assert streamed[-1]["eos"] and not sink.errors
         assert built[0].threads == {"serval-test"}
-    finally:
-        driver.stop()
 
 
 def test_cancelling_a_finished_job_is_harmless() -> None:
-    driver, _ = make_driver()
-    try:
+    with running_driver() as (driver, _):
         sink = Collect()
         handle = driver.submit(job(1), sink)
         assert sink.finished.wait(5)
@@ -77,13 +85,10 @@ def test_cancelling_a_finished_job_is_harmless() -> None:
         again = Collect()
         driver.submit(job(2), again)
         assert again.finished.wait(5) and not again.errors
-    finally:
-        driver.stop()
 
 
 def test_a_refused_job_fails_alone() -> None:
-    driver, _ = make_driver(capacity=10)
-    try:
+    with running_driver(capacity=10) as (driver, _):
         refused, fine = Collect(), Collect()
         driver.submit(job(50), refused)
         driver.submit(job(2), fine)
@@ -91,13 +96,10 @@ def test_a_refused_job_fails_alone() -> None:
         assert isinstance(refused.errors[0], GenerationError)
         assert "refused" in str(refused.errors[0])
         assert not fine.errors and fine.results[-1]["eos"]
-    finally:
-        driver.stop()
 
 
 def test_a_failed_step_fails_its_jobs_and_the_next_job_gets_a_fresh_generator() -> None:
-    driver, built = make_driver(fail_on_iteration=2)
-    try:
+    with running_driver(fail_on_iteration=2) as (driver, built):
         first = Collect()
         driver.submit(job(10), first)
         assert first.finished.wait(5)
@@ -107,19 +109,14 @@ def test_a_failed_step_fails_its_jobs_and_the_next_job_gets_a_fresh_generator() 
         driver.submit(job(3), second)
         assert second.finished.wait(5) and not second.errors
         assert len(built) == 2 and built[1].iterations > 0
-    finally:
-        driver.stop()
 
 
 def test_idle_tasks_wait_for_running_jobs() -> None:
-    driver, _built = make_driver(step_seconds=0.02)
-    try:
+    with running_driver(step_seconds=0.02) as (driver, _built):
         sink = Collect()
         driver.submit(job(5), sink)
         seen = driver.when_idle(lambda generator: generator.num_remaining_jobs()).result(5)
         assert seen == 0 and sink.finished.is_set()
-    finally:
-        driver.stop()
 
 
 def test_stopping_fails_running_jobs_and_refuses_new_ones() -> None:
@@ -134,9 +131,7 @@ def test_stopping_fails_running_jobs_and_refuses_new_ones() -> None:
 
 
 def test_the_event_loop_stays_free_while_the_generator_works() -> None:
-    driver, _ = make_driver(step_seconds=0.2)
-
-    async def main() -> int:
+    async def ticks_while_it_works(driver: GeneratorDriver) -> int:
         sink = Collect()
         driver.submit(job(2), sink)
         ticks = 0
@@ -145,7 +140,5 @@ def test_the_event_loop_stays_free_while_the_generator_works() -> None:
             ticks += 1
         return ticks
 
-    try:
-        assert asyncio.run(main()) > 10
-    finally:
-        driver.stop()
+    with running_driver(step_seconds=0.2) as (driver, _):
+        assert asyncio.run(ticks_while_it_works(driver)) > 10

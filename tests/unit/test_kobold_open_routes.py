@@ -18,6 +18,7 @@ from common.model import ModelContainer
 from endpoints.Kobold.router import OPEN_PATHS
 from endpoints.server import create_app
 from endpoints.state import ServerState
+from tests.support.kobold import PROMPT_ROUTES
 
 KEY = "api-key-0123456789abcdef"
 
@@ -53,9 +54,7 @@ def test_every_open_path_is_a_route_that_answers_without_a_key(client: TestClien
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/api/v1/generate", {"prompt": "Hi"}),
-        ("POST", "/api/extra/generate/stream", {"prompt": "Hi"}),
-        ("POST", "/api/extra/tokencount", {"prompt": "Hi"}),
+        *PROMPT_ROUTES,
         ("POST", "/api/extra/abort", {"genkey": "x"}),
         ("POST", "/api/extra/generate/check", None),
         ("POST", "/api/extra/last_logprobs", {"genkey": "x"}),

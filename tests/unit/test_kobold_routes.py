@@ -10,6 +10,7 @@ from common.config import ServalConfig
 from common.model import ModelContainer
 from endpoints.server import create_app
 from endpoints.state import ServerState
+from tests.support.kobold import PROMPT_ROUTES
 
 
 def _client(api_servers: list[str]) -> TestClient:
@@ -21,10 +22,8 @@ def _client(api_servers: list[str]) -> TestClient:
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/api/v1/generate", {"prompt": "Hi"}),
+        *PROMPT_ROUTES,
         ("POST", "/api/latest/generate", {"prompt": "Hi"}),
-        ("POST", "/api/extra/generate/stream", {"prompt": "Hi"}),
-        ("POST", "/api/extra/tokencount", {"prompt": "Hi"}),
         ("GET", "/api/v1/model", None),
         ("GET", "/api/v1/config/max_context_length", None),
         ("GET", "/api/extra/true_max_context_length", None),

@@ -10,6 +10,7 @@ from backends.base import SpecialTokens
 from common.chat.prompt import ChatPrompt, render_prompt
 from common.chat.templates import ChatTemplate, load_named_template
 from common.chat.tools.formats import FORMATS
+from tests.support.chats import tool_round
 
 SPECIAL = SpecialTokens(1, (2,), None, "<s>", "</s>", None, None, False)
 TOOLS = [
@@ -21,27 +22,11 @@ TOOLS = [
         },
     }
 ]
-HISTORY = [
-    {"role": "user", "content": "Paint it red, then green."},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": "call_1",
-                "type": "function",
-                "function": {"name": "paint", "arguments": '{"color": "red"}'},
-            },
-            {
-                "id": "call_2",
-                "type": "function",
-                "function": {"name": "paint", "arguments": '{"color": "green"}'},
-            },
-        ],
-    },
-    {"role": "tool", "tool_call_id": "call_2", "content": "green done"},
-    {"role": "tool", "tool_call_id": "call_1", "content": "red done"},
-]
+HISTORY = tool_round(
+    "Paint it red, then green.",
+    [("call_1", "paint", '{"color": "red"}'), ("call_2", "paint", '{"color": "green"}')],
+    [("call_2", "green done"), ("call_1", "red done")],
+)
 # A template with tools of its own, in the style of Qwen 2.5's.
 NATIVE = ChatTemplate.from_string(
     "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n{% endif %}"

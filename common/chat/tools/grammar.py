@@ -89,12 +89,6 @@ def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _schema(function: FunctionSpec, strict_only: bool) -> dict[str, Any]:
-    if strict_only and not function.strict:
-        return ANY_OBJECT
-    return function.parameters or ANY_OBJECT
-
-
 def _call_object(name: str, key: str, parameters: dict[str, Any]) -> str:
     """``{"name": name, key: arguments}``; definitions the arguments refer to (``$defs``, as
     pydantic writes them) move to the root, where ``#/$defs/...`` points."""
@@ -128,47 +122,53 @@ def _reasoning(lark: _Lark, syntax: ReasoningSyntax) -> str:
     return f"({lark.tag(syntax.start)} think SPACE)? "
 
 
-def _one_call(
-    lark: _Lark,
-    fmt: ToolFormat,
-    functions: Sequence[FunctionSpec],
-    strict_only: bool,
-    parallel: bool,
-) -> str:
+@dataclass(frozen=True)
+class _CallSet:
+    """The calls a grammar allows: the functions, in the model's format; with ``strict_only``
+    only strict functions are held to their parameters; ``parallel``: more than one call."""
+
+    fmt: ToolFormat
+    functions: Sequence[FunctionSpec]
+    strict_only: bool
+    parallel: bool
+
+    def schema(self, function: FunctionSpec) -> dict[str, Any]:
+        """The schema ``function``'s arguments are held to."""
+        if self.strict_only and not function.strict:
+            return ANY_OBJECT
+        return function.parameters or ANY_OBJECT
+
+
+def _one_call(lark: _Lark, calls: _CallSet) -> str:
     """What follows the trigger tag: one call (for Mistral's list, one or more)."""
+    fmt = calls.fmt
     if fmt.name == "mistral_args":
         lark.add(
             "named_call: "
             + " | ".join(
                 f"{_literal(f.name)} {lark.tag(MISTRAL_ARGS)} "
-                f"{_json(_schema(f, strict_only), JSON_CALL_OPTIONS)}"
-                for f in functions
+                f"{_json(calls.schema(f), JSON_CALL_OPTIONS)}"
+                for f in calls.functions
             )
         )
         return "named_call"
-    objects = [_call_object(f.name, fmt.arguments_key, _schema(f, strict_only)) for f in functions]
+    objects = [_call_object(f.name, fmt.arguments_key, calls.schema(f)) for f in calls.functions]
     lark.add("call: " + " | ".join(objects))
     if fmt.name == "hermes":
         lark.add(f'hermes_call: "\\n" call "\\n" {lark.tag(HERMES_CLOSE)}')
         return "hermes_call"
     if fmt.name == "mistral":
-        return '"[" call (", " call)* "]"' if parallel else '"[" call "]"'
+        return '"[" call (", " call)* "]"' if calls.parallel else '"[" call "]"'
     return "call"
 
 
-def _calls(
-    lark: _Lark,
-    fmt: ToolFormat,
-    functions: Sequence[FunctionSpec],
-    strict_only: bool,
-    parallel: bool,
-) -> str:
+def _calls(lark: _Lark, calls: _CallSet) -> str:
     """Calls and nothing else: one, or with ``parallel`` one or more."""
-    call = _one_call(lark, fmt, functions, strict_only, parallel)
+    call, fmt = _one_call(lark, calls), calls.fmt
     if fmt.trigger is None:
         return call
     trigger = lark.tag(fmt.trigger)
-    if parallel and fmt.repeats_trigger:
+    if calls.parallel and fmt.repeats_trigger:
         if fmt.name == "hermes":  # a new line may end the answer as well as start a call
             return f'{trigger} {call} ("\\n" {trigger} {call})* "\\n"?'
         return f"{trigger} {call} ({trigger} {call})*"
@@ -181,7 +181,7 @@ def _regex_literal(text: str) -> str:
 
 def _text_or_calls(lark: _Lark, fmt: ToolFormat, choice: ToolChoice) -> str:
     """Any text, and calls held to their grammar once their tag is written."""
-    call = _one_call(lark, fmt, choice.functions, True, choice.parallel)
+    call = _one_call(lark, _CallSet(fmt, choice.functions, True, choice.parallel))
     if fmt.trigger is None:  # bare JSON calls: an answer that starts with "{" is a call
         python_tag = lark.tag(PYTHON_TAG)
         exclude = "\\s*\\{(?s:.*)"
@@ -218,9 +218,9 @@ def tool_call_grammar(
     prefix = _reasoning(lark, reasoning) if reasoning else ""
     if choice.forced:
         parallel = choice.parallel and choice.mode == "required"
-        body = _calls(lark, fmt, choice.callable_functions(), False, parallel)
+        body = _calls(lark, _CallSet(fmt, choice.callable_functions(), False, parallel))
     elif answer_schema:
-        calls = _calls(lark, fmt, choice.functions, True, choice.parallel)
+        calls = _calls(lark, _CallSet(fmt, choice.functions, True, choice.parallel))
         body = f"({_json(answer_schema, JSON_OPTIONS)} | {calls})"
     else:
         body = _text_or_calls(lark, fmt, choice)
