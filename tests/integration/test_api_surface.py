@@ -154,6 +154,7 @@ def test_auth_matrix(surface_server: ServerProcess) -> None:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.timeout(600)  # a few thousand requests: minutes on a busy machine
 def test_fuzzed_requests_get_no_server_error(surface_server: ServerProcess, tmp_path: Path) -> None:
     """schemathesis against the server's own /openapi.json: no 5xx, no response off its schema."""
     command = [
