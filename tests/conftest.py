@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers share the machine: torch in each of them, and in every server they start
+    # (which inherits this environment), takes one thread, since torch's thread pools slow
+    # down many times over when more threads want the cores than there are cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +89,14 @@ def other_key(server: ServerProcess) -> Iterator[str]:
         deadline = time.monotonic() + 5
         while status() != 401 and time.monotonic() < deadline:
             time.sleep(0.2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), one worker takes a whole file, and the folders
+    whose files share one set of servers (the conformance engines, the browser's console
+    server) go whole to one worker, so each server starts once."""
+    tests = ROOT / "tests"
+    for item in items:
+        relative = item.path.relative_to(tests)
+        shared = relative.parts[0] in ("conformance", "browser")
+        item.add_marker(pytest.mark.xdist_group(relative.parts[0] if shared else str(relative)))
