@@ -62,9 +62,7 @@ class _CompletionAnswer:
         self.runner: JobRunner = lease
         self.model = lease.name
         self.prompt_ids: list[list[int]] = []  # tokenized by jobs(), off the event loop
-        self.prompt_texts = [
-            p if isinstance(p, str) else lease.decode(list(p)) for p in body.prompts()
-        ]
+        self.prompt_texts: list[str] = []  # what echo repeats; token prompts decoded once checked
         self.id = new_id("cmpl")
         self.created = now()
 
@@ -72,6 +70,10 @@ class _CompletionAnswer:
         body, add_bos = self.body, self.params.add_bos_token
         self.prompt_ids = [
             await prompt_ids(self.lease, p, self.limits, add_bos=add_bos) for p in body.prompts()
+        ]
+        self.prompt_texts = [
+            p if isinstance(p, str) else self.lease.decode(ids)
+            for p, ids in zip(body.prompts(), self.prompt_ids, strict=True)
         ]
         grammar = await request_grammar(self.params, self.limits, schema_of(body.response_format))
         return await jobs_for(

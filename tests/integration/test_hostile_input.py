@@ -61,6 +61,8 @@ def _post(server: ServerProcess, path: str, body: object, headers: dict = AUTH) 
         ("/v1/completions", {"prompt": "x", "logit_bias": {"99999999": 5}}),
         ("/v1/completions", {"prompt": "x", "logit_bias": {"abc": 5}}),
         ("/v1/completions", {"prompt": [10**9]}),
+        ("/v1/completions", {"prompt": [303, -17934483]}),  # found by schemathesis: was a 500
+        ("/v1/completions", {"prompt": [[1], [2**40]], "echo": True}),
         ("/v1/completions", {"prompt": []}),
         ("/v1/completions", {"prompt": "x", "response_format": {"type": "xml"}}),
         ("/v1/completions", {"prompt": "x", "stop": {"nested": True}}),
