@@ -341,7 +341,10 @@ class ExLlamaEngine(LoraEngine):
         self.loras = []
 
     async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        """Replace the adapters in use with ``loras`` (as the container's contract says)."""
+
         def attach(generator: Any) -> dict[str, list[str]]:
+            self.drop_loras()
             loaded, failed = [], []
             for path, name, scaling in loras:
                 try:
