@@ -1,17 +1,22 @@
 """The CPU engines side by side in one run: Serval on llama.cpp, Serval on transformers,
-llama.cpp alone, and `transformers serve` (when installed), on the default model.
+llama.cpp alone, and `transformers serve`, on the default model.
 
-    .venv/bin/python bench/cpu_engines.py [--tokens 64] [--streams 8] [--rounds 3] [--no-peer]
+    .venv/bin/python bench/cpu_engines.py [--tokens 64] [--streams 8] [--rounds 3]
+        [--no-peer] [--peer-dtype bfloat16]
+
+A short check that everything runs: ``--rounds 1 --tokens 16``.
 
 - Serval (llamacpp): the GGUF file as shipped (models/SmolLM2-135M-Instruct-GGUF), streamed chat.
 - Serval (transformers): the HF conversion of the same file, at the dtype Serval picks here.
 - llama.cpp alone: the same GGUF through llama.cpp's C API from this process (the wheel Serval
-  uses), greedy argmax, no server and no sampler: the speed of the library itself.
-- `transformers serve --continuous-batching --dtype bfloat16` on the HF folder.
+  uses), greedy argmax, no server and no sampler: the speed of the library itself, once with
+  each thread count from 1 to the cores this process may use (Serval's choice is printed).
+- `transformers serve --continuous-batching --dtype bfloat16` on the HF folder (another dtype
+  with ``--peer-dtype``); when it is not installed or does not start, the table says why.
 
 Every round measures each one in turn while the others idle; figures are medians of the rounds:
 single-stream decode tokens/s and time to first token, and the aggregate tokens/s of N
-concurrent streams. The CPU flags are printed with the table.
+concurrent streams (all N send the same chat). The CPU flags are printed with the table.
 """
 
 from __future__ import annotations
@@ -56,10 +61,11 @@ class LlamaCppAlone:
     def set_prompt(self, text: str) -> None:
         self.prompt = self.llama.tokenize(text, parse_special=True)
 
-    def run(self, streams: int, tokens: int) -> dict[str, float]:
+    def run(self, streams: int, tokens: int, threads: int) -> dict[str, float]:
         from backends.llamacpp.model import Entry
 
         llama = self.llama
+        llama.lib.llama_set_n_threads(llama.context, threads, threads)
         llama.clear()
         started = time.perf_counter()
         entries = [
@@ -78,6 +84,10 @@ class LlamaCppAlone:
         # Tokens over the whole time, first token included: what the HTTP figures measure.
         rate = streams * tokens / (time.perf_counter() - started)
         return {"single_tps": rate, "single_ttft": first, "many_tps": rate}
+
+
+def alone_name(threads: int) -> str:
+    return f"llama.cpp alone ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def cpu_flags() -> str:
@@ -113,35 +123,91 @@ def serval(model: str) -> ServerProcess:
     return ServerProcess(Path(tempfile.mkdtemp(prefix="serval-bench-")), config).start()
 
 
+def start_peer(dtype: str) -> tuple[TransformersServe | None, str]:
+    """`transformers serve` started, or None and why not."""
+    if not shutil.which("transformers", path=str(Path(sys.executable).parent)):
+        return None, "not installed in this venv (pip install 'transformers[serving]')"
+    try:
+        return TransformersServe(dtype).start(), ""
+    except (RuntimeError, TimeoutError) as exc:
+        return None, f"did not start: {exc}"
+
+
+def engine_dtype(server: ServerProcess) -> str:
+    """What Serval reports it runs the model in (GET /v1/model)."""
+    with server.client() as client:
+        parameters = client.get("/v1/model").json().get("parameters") or {}
+    return str(parameters.get("dtype") or "?")
+
+
+def print_table(results: dict[str, list[dict[str, float]]], streams: int) -> None:
+    names = list(results)
+    print("| figure | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for key, label, unit in FIGURES:
+        scale = 1000 if unit == "ms" else 1
+        medians = [statistics.median(r[key] for r in results[n]) * scale for n in names]
+        cells = [f"{value:.1f} {unit}" for value in medians]
+        print(f"| {label.format(streams=streams)} | " + " | ".join(cells) + " |")
+
+
+def print_ratios(results: dict[str, list[dict[str, float]]], streams: int) -> None:
+    """Serval on llamacpp against each other contender, round by round, and its batching."""
+    ours = results["Serval (llamacpp)"]
+    for other in [name for name in results if name != "Serval (llamacpp)"]:
+        ratios = []
+        for key, label, unit in FIGURES:
+            pairs = zip(ours, results[other], strict=True)
+            values = [a[key] / b[key] if unit != "ms" else b[key] / a[key] for a, b in pairs]
+            ratios.append(f"{label.format(streams=streams)} {statistics.median(values):.2f}x")
+        print(f"Serval (llamacpp) vs {other} (>1: better): " + ", ".join(ratios))
+    for name in results:
+        single = statistics.median(r["single_tps"] for r in results[name])
+        batched = statistics.median(r["many_tps"] for r in results[name])
+        print(f"{name}: {streams} streams / its single stream {batched / single:.2f}x")
+
+
 async def main() -> None:
+    from backends.llamacpp.model import cpu_threads
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-peer", action="store_true", help="skip `transformers serve`")
+    parser.add_argument("--peer-dtype", default="bfloat16", help="`transformers serve --dtype`")
     args = parser.parse_args()
+    started = time.monotonic()
 
     alone = LlamaCppAlone()
     alone.set_prompt(await chat_prompt_text())
+    thread_counts = range(1, len(os.sched_getaffinity(0)) + 1)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     servers: dict[str, Any] = {
         "Serval (llamacpp)": serval(GGUF_MODEL.name),
         "Serval (transformers)": serval(MODEL.name),
     }
-    peer = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    if peer and not args.no_peer:
-        servers["transformers serve"] = TransformersServe().start()
-    results: dict[str, list[dict[str, float]]] = {n: [] for n in ["llama.cpp alone", *servers]}
-    names_first = "llama.cpp alone"
+    dtypes = {name: engine_dtype(server) for name, server in servers.items()}
+    peer_note = "left out (--no-peer)"
+    if not args.no_peer:
+        peer, peer_note = start_peer(args.peer_dtype)
+        if peer is not None:
+            servers["transformers serve"] = peer
+            peer_note = f"--continuous-batching --dtype {args.peer_dtype}"
+    results: dict[str, list[dict[str, float]]] = {
+        name: [] for name in [*(alone_name(t) for t in thread_counts), *servers]
+    }
     try:
-        alone.run(1, 8)
-        for name, server in servers.items():  # warm-up
+        for threads in thread_counts:  # warm-up
+            alone.run(1, 8, threads)
+        for name, server in servers.items():
             auth = headers if name.startswith("Serval") else {}
             await measure(server.url, str(MODEL) if not auth else "x", auth, 8, 2)
-        for _ in range(args.rounds):
-            single = alone.run(1, args.tokens)
-            many = alone.run(args.streams, args.tokens)
-            results["llama.cpp alone"].append({**single, "many_tps": many["many_tps"]})
+        for round_number in range(1, args.rounds + 1):
+            for threads in thread_counts:
+                single = alone.run(1, args.tokens, threads)
+                many = alone.run(args.streams, args.tokens, threads)
+                results[alone_name(threads)].append({**single, "many_tps": many["many_tps"]})
             for name, server in servers.items():
                 auth = headers if name.startswith("Serval") else {}
                 model = "x" if auth else str(MODEL)
@@ -149,37 +215,24 @@ async def main() -> None:
                     await measure(server.url, model, auth, args.tokens, args.streams)
                 )
             round_figures = {name: runs[-1] for name, runs in results.items()}
-            print(f"round {len(results[names_first])}: {round_figures}", flush=True)
+            print(f"round {round_number}: {round_figures}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
         alone.llama.close()
 
-    names = list(results)
     print(f"CPU: {cpu_flags()}")
-    print(f"{args.tokens} tokens per stream, greedy, median of {args.rounds} rounds")
-    print("| figure | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for key, label, unit in FIGURES:
-        scale = 1000 if unit == "ms" else 1
-        medians = [statistics.median(r[key] for r in results[n]) * scale for n in names]
-        cells = [f"{value:.1f} {unit}" for value in medians]
-        print(f"| {label.format(streams=args.streams)} | " + " | ".join(cells) + " |")
-    ours = results["Serval (llamacpp)"]
-    print()
-    for other in [name for name in names if name != "Serval (llamacpp)"]:
-        ratios = []
-        for key, label, unit in FIGURES:
-            pairs = zip(ours, results[other], strict=True)
-            values = [a[key] / b[key] if unit != "ms" else b[key] / a[key] for a, b in pairs]
-            ratios.append(f"{label.format(streams=args.streams)} {statistics.median(values):.2f}x")
-        print(f"Serval (llamacpp) vs {other} (>1: better): " + ", ".join(ratios))
-    alone_tps = statistics.median(r["single_tps"] for r in ours)
-    batched_tps = statistics.median(r["many_tps"] for r in ours)
+    print(f"llama.cpp {alone.llama.native.version}: {alone.llama.native.cpu_features}")
     print(
-        f"Serval (llamacpp) {args.streams} streams / its single stream: "
-        f"{batched_tps / alone_tps:.2f}x"
+        f"Serval runs llama.cpp with {cpu_threads()} thread(s); Serval (transformers) in "
+        f"{dtypes['Serval (transformers)']}; Serval (llamacpp) on {dtypes['Serval (llamacpp)']}"
+        f" weights; transformers serve: {peer_note}"
     )
+    print(f"{args.tokens} tokens per stream, greedy, median of {args.rounds} rounds")
+    print_table(results, args.streams)
+    print()
+    print_ratios(results, args.streams)
+    print(f"whole run: {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from tests.support.server import API_KEY, ServerProcess, free_port  # noqa: E402
 class TransformersServe:
     """`transformers serve` from this venv, preloading the model."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "bfloat16") -> None:
+        self.dtype = dtype
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix="transformers-serve-")) / "serve.log"
@@ -51,7 +52,7 @@ class TransformersServe:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--continuous-batching",
-            "--dtype", "bfloat16",
+            "--dtype", self.dtype,
             "--device", "cpu",
             str(MODEL),
         ]  # fmt: skip
@@ -60,12 +61,18 @@ class TransformersServe:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text()[-2000:]
+                raise RuntimeError(
+                    f"transformers serve exited ({self.process.returncode}):\n{tail}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.5)
-        raise TimeoutError(f"transformers serve did not start; see {self.log_path}")
+        self.stop()
+        raise TimeoutError(f"transformers serve did not start in 180 s; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process is not None:

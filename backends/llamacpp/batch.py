@@ -3,7 +3,9 @@
 The scheduling, sampling, grammar, stop strings and logprobs are those of the transformers
 engine (backends/transformers/batch.py); this class replaces only its forward passes and its
 cache. Each sequence holds a llama.cpp sequence id (a slot) from the start of its prefill until
-it leaves; a decode step feeds the pending token of every running sequence in one call.
+it leaves; a decode step feeds the pending token of every running sequence in one call. Prompts
+prefilled together that are the same token for token are computed once: the others share its
+cache cells (llama.cpp's unified cache gives a cell several sequence ids).
 """
 
 from __future__ import annotations
@@ -48,11 +50,26 @@ class LlamaCppScheduler(BatchScheduler):
         ]
 
     def _forward_prompts(self, group: list[Sequence]) -> tuple[list[int], torch.Tensor]:
+        """One pass over the distinct prompts of ``group``; a prompt met again (the ``n``
+        choices of one request, clients sending the same chat) shares the cache cells of its
+        first copy instead of being computed again."""
         entries: list[Entry] = []
+        first_of: dict[tuple[int, ...], Sequence] = {}
         for sequence in group:
-            entries += self._feed(sequence, sequence.request.prompt_ids, False)
+            prompt = sequence.request.prompt_ids
+            if first_of.setdefault(tuple(prompt), sequence) is sequence:
+                entries += self._feed(sequence, prompt, False)
+        logits = self.llama.decode(entries)
+        row_of = {source: row for row, source in enumerate(first_of.values())}
+        rows: list[int] = []
+        for sequence in group:
+            source = first_of[tuple(sequence.request.prompt_ids)]
+            if source is not sequence:
+                self.llama.share(self.slot_of[source], self.slot_of[sequence])
+                self.lengths[self.slot_of[sequence]] = self.lengths[self.slot_of[source]]
+            rows.append(row_of[source])
         first = len(self.active)
-        return list(range(first, first + len(group))), self.llama.decode(entries)
+        return list(range(first, first + len(group))), logits[rows]
 
     def _forward_chunk(
         self, sequence: Sequence, start: int, end: int, every_position: bool

@@ -170,6 +170,11 @@ class LlamaModel:
         """Drop the cached positions of ``slot`` from ``start`` on (all of them by default)."""
         self.lib.llama_memory_seq_rm(self.memory, slot, start, -1)
 
+    def share(self, source: int, target: int) -> None:
+        """Give ``target`` (an empty slot) every cached position of ``source``: in the unified
+        cache the cells gain a sequence id, nothing is copied or computed."""
+        self.lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
     def clear(self) -> None:
         self.lib.llama_memory_clear(self.memory, True)
 

@@ -54,6 +54,7 @@ from backends.transformers.samplers import (
     apply_transforms,
     choose_token,
     guided_logits,
+    takes_the_top_logit,
 )
 from common.errors import GenerationError, UnavailableError
 
@@ -459,7 +460,7 @@ class BatchScheduler:
                 sequence.first_token_at = time.perf_counter()
                 finished.append(sequence)
                 self._finish(sequence, "length", None)
-            elif self._advance(sequence, row, row_logits):
+            elif self._advance(sequence, row, row_logits, None):
                 finished.append(sequence)
         if finished:
             self._keep([s for s in self.active if s not in finished])
@@ -549,11 +550,12 @@ class BatchScheduler:
         logits = self._forward_decode([s.pending_token for s in self.active])
         at = {id(sequence): row for row, sequence in enumerate(self.active)}
         finished: list[Sequence] = []
+        tops = self._top_tokens(self.active, logits)
         for row, sequence in enumerate(self.active):
             if sequence.guides is not None:
                 continue  # a negative prompt's row: its logits are mixed into its sequence's
             try:
-                if self._advance(sequence, row, self._mixed(sequence, logits, at)):
+                if self._advance(sequence, row, self._mixed(sequence, logits, at), tops[row]):
                     finished.append(sequence)
             except Exception as exc:  # one sequence's failure does not stop the others
                 logger.exception(f"request {sequence.request.request_id} failed")
@@ -578,19 +580,41 @@ class BatchScheduler:
         logits: torch.Tensor = output.logits[:, -1, :].float().cpu()
         return logits
 
-    def _advance(self, sequence: Sequence, row: int, raw: torch.Tensor) -> bool:
-        """Sample the next token of ``sequence`` from its logits; True when it is finished."""
+    def _top_tokens(self, rows: list[Sequence], logits: torch.Tensor) -> list[int | None]:
+        """For each of ``rows`` (with its ``logits`` row): the most likely token where that is
+        the whole choice (see ``takes_the_top_logit``), from one argmax over the batch; None
+        where the row's samplers, grammar or CFG must run."""
+        plain = [
+            sequence.matcher is None
+            and sequence.negative is None
+            and sequence.guides is None
+            and takes_the_top_logit(
+                sequence.context, sequence.banned_at.get(len(sequence.token_ids), ())
+            )
+            for sequence in rows
+        ]
+        if not any(plain):
+            return [None] * len(rows)
+        tops: list[int] = logits.numpy().argmax(axis=-1).tolist()  # numpy's: 20x torch's
+        return [top if wanted else None for top, wanted in zip(tops, plain, strict=True)]
+
+    def _advance(self, sequence: Sequence, row: int, raw: torch.Tensor, top: int | None) -> bool:
+        """Sample the next token of ``sequence`` from its logits (``top``: the token already
+        chosen, see ``_top_tokens``); True when it is finished."""
         request = sequence.request
         context = sequence.context
         if not sequence.first_token_at:
             sequence.first_token_at = time.perf_counter()
         position = len(context.token_ids)
-        context.banned_here = frozenset(sequence.banned_at.get(position, ()))
-        logits = raw.clone()
-        if sequence.matcher is not None:
-            logits = self._apply_grammar(sequence, logits)
-        logits = apply_transforms(logits, context)
-        token = choose_token(logits, context)
+        if top is not None:
+            token = top
+        else:
+            context.banned_here = frozenset(sequence.banned_at.get(position, ()))
+            logits = raw.clone()
+            if sequence.matcher is not None:
+                logits = self._apply_grammar(sequence, logits)
+            logits = apply_transforms(logits, context)
+            token = choose_token(logits, context)
         record = None
         if request.logprobs is not None:
             record = _logprob_record(raw, token, request.logprobs, self.piece)

@@ -153,6 +153,19 @@ def test_n_choices_are_separate_jobs(served: Served) -> None:
     assert [c.index for c in chat.choices] == [0, 1]
 
 
+def test_greedy_choices_of_one_prompt_share_its_prefill_and_agree(served: Served) -> None:
+    """llamacpp prefills a prompt sent n times once and gives every choice its cache cells;
+    a choice that lost them (or took another's row) would answer differently."""
+    if served.backend != "llamacpp":
+        pytest.skip("only the llamacpp engine shares the cache of a prompt sent n times")
+    answer = sdk(served).completions.create(
+        model="x", prompt="The sea is", max_tokens=12, n=4, temperature=0
+    )
+    texts = [choice.text for choice in answer.choices]
+    assert texts[0].strip()
+    assert texts == [texts[0]] * 4
+
+
 def test_seeded_choices_differ(served: Served) -> None:
     served.needs_real_logits("sampling that differs between seeds")
     answer = sdk(served).completions.create(

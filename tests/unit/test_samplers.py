@@ -22,6 +22,7 @@ from backends.transformers.samplers import (
     choose_token,
     guided_logits,
     sampler_order,
+    takes_the_top_logit,
 )
 from common.sampling import kobold_sampler_order
 
@@ -334,6 +335,27 @@ def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     assert kept(step("top_p", logits, context(top_p=0.0))) == {0}
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_top_p_on_a_whole_vocabulary_keeps_the_most_likely_until_p(seed: int) -> None:
+    """Ties (rounded logits) are kept lowest id first; removed tokens never come back; the
+    nucleus is larger than the head the sampler looks at first, so its widening is used."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.round(torch.randn(49152, generator=generator) * (0.5 + seed))
+    logits[torch.rand(49152, generator=generator) < 0.2] = NEG_INF
+    p = [0.0, 0.3, 0.9, 0.99, 0.5, 0.999][seed]
+    probs = torch.softmax(logits, dim=-1).double().tolist()
+    ranked = sorted((i for i, q in enumerate(probs) if q > 0), key=lambda i: (-probs[i], i))
+    expected, mass = set(), 0.0
+    for token in ranked:
+        if expected and mass >= p:
+            break
+        expected.add(token)
+        mass += probs[token]
+    ctx = context(top_p=p)
+    ctx.begin_step()
+    assert kept(samplers.top_p(logits.clone(), ctx)) == expected
+
+
 def test_top_n_sigma_keeps_the_logits_within_n_deviations_of_the_top() -> None:
     logits = [4.0, 3.0, 1.0, 0.0, -2.0]  # mean 1.2, population deviation ~2.04
     assert kept(step("top_n_sigma", logits, context(top_n_sigma=1.0))) == {0, 1}  # >= 1.96
@@ -453,6 +475,31 @@ def test_greedy_runs_only_the_steps_before_temperature() -> None:
     ctx = context(temperature=0.0, xtc_probability=1.0, xtc_threshold=0.1)
     logits = apply_transforms(torch.tensor(logits_of([0.1, 0.5, 0.4])), ctx)
     assert choose_token(logits, ctx) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"logit_bias": ((2, 5.0),)},
+        {"banned_tokens": (1,)},
+        {"allowed_tokens": (2,)},
+        {"ban_eos_token": True},
+        {"min_tokens": 1},
+        {"repetition_penalty": 2.0},
+        {"frequency_penalty": 1.0},
+        {"presence_penalty": 1.0},
+        {"dry_multiplier": 1.0},
+    ],
+)
+def test_greedy_takes_the_top_logit_only_when_every_greedy_step_is_off(params: dict) -> None:
+    """The scheduler's shortcut (one argmax for the batch) is taken exactly where the greedy
+    steps would leave the most likely token as it is."""
+    assert takes_the_top_logit(context([1, 1, 1, 1], prompt_len=4, temperature=0.0), ())
+    assert takes_the_top_logit(context([1], prompt_len=1, top_k=1), ())
+    assert not takes_the_top_logit(context([1], prompt_len=1, temperature=0.5), ())
+    assert not takes_the_top_logit(context([1], prompt_len=1, temperature=0.0), (1,))
+    ctx = context([1, 1, 1, 1], prompt_len=4, temperature=0.0, **params)
+    assert not takes_the_top_logit(ctx, ())
 
 
 def test_kobold_sampler_order_orders_koboldcpp_samplers() -> None:
