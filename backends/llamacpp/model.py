@@ -33,13 +33,18 @@ class Entry:
 
 
 def cpu_threads() -> int:
-    """llama.cpp's threads (both phases): the processors this process may use, less one.
+    """llama.cpp's threads (both phases): ``OMP_NUM_THREADS`` when it is set (the variable torch
+    reads too), otherwise every processor this process may use.
 
-    ggml's threads wait for each other at every node of the graph by spinning, so a thread that
-    loses its core stalls all of them; the server's own threads (HTTP, streaming, sampling) need
-    a core too. Measured on 2 busy cores: one thread decoded 3-4x faster than two.
+    Measured on an idle 2-core machine (docs/benchmarks.md): two threads decode 1.7x faster than
+    one. ggml's threads spin-wait for each other at every node of the graph, so where the cores
+    are busy with other work fewer threads are faster: one thread decoded 3-4x faster than two
+    on 2 busy cores. The test suite's two workers set ``OMP_NUM_THREADS=1`` for that reason.
     """
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0))
 
 
 class LlamaModel:

@@ -3,12 +3,14 @@ folder with a GGUF file goes to the llamacpp engine."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
 from backends.llamacpp import native
+from backends.llamacpp.model import cpu_threads
 from backends.registry import choose_backend, unavailable_reason
 from common.chat.templates import find_model_template
 from common.errors import BadRequestError, UnsupportedError
@@ -94,3 +96,11 @@ def test_the_glibc_copy_imports_only_classic_symbols() -> None:
     # Its four C23 imports and the glibc 2.38 version they need; then nothing is left to do.
     assert native.use_classic_glibc_symbols(image) == 5
     assert native.use_classic_glibc_symbols(image) == 0
+
+
+def test_llama_cpp_takes_omp_num_threads_or_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3
+    for unset in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert cpu_threads() == len(os.sched_getaffinity(0))
