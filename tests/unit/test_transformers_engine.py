@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,18 @@ def job(
 ) -> GenerationRequest:
     params = SamplingParams(**{**params.__dict__, **kw})
     return build_request(engine, "t", engine.encode(prompt), params, LimitsConfig())
+
+
+def scheduler_for(engine: TransformersEngine, **settings: Any) -> BatchScheduler:
+    """A scheduler of its own on ``engine``'s model (``settings``: batch size, chunk, share)."""
+    settings.setdefault("chunk_size", engine.prefill_chunk)
+    return BatchScheduler(
+        model=engine.model,
+        decode=engine.decode,
+        piece=engine.token_piece,
+        device=engine.device,
+        **settings,
+    )
 
 
 def test_concurrent_jobs_give_the_same_text_as_one_by_one(engine: TransformersEngine) -> None:
@@ -166,15 +179,7 @@ def test_owners_take_turns_for_the_batch_and_keep_to_their_share(
 ) -> None:
     """Four rows, a share of one half: owner a's six jobs (one request with n=6) hold two rows
     and wait for the rest, so owner b's job, submitted after them, joins at once."""
-    scheduler = BatchScheduler(
-        model=engine.model,
-        decode=engine.decode,
-        piece=engine.token_piece,
-        device=engine.device,
-        max_batch_size=4,
-        chunk_size=engine.prefill_chunk,
-        owner_share=0.5,
-    )
+    scheduler = scheduler_for(engine, max_batch_size=4, owner_share=0.5)
     eos = frozenset(engine.special_tokens.eos_ids)
     joined: list[str] = []  # the owner of each job, as its first token comes
     done = threading.Event()
@@ -252,14 +257,7 @@ def test_a_negative_prompt_prefilled_in_chunks_gives_the_same_text(
     """A negative prompt longer than a prefill chunk is fed chunk by chunk before the prompt;
     the text is that of a one-pass prefill. The hidden row counts in no job count and leaves
     with its sequence."""
-    scheduler = BatchScheduler(
-        model=engine.model,
-        decode=engine.decode,
-        piece=engine.token_piece,
-        device=engine.device,
-        max_batch_size=4,
-        chunk_size=3,
-    )
+    scheduler = scheduler_for(engine, max_batch_size=4, chunk_size=3)
     eos = frozenset(engine.special_tokens.eos_ids)
     negative = "Exceptions are raised when the import statement fails"
     request = guided(engine, "A class", negative, 2.5, max_tokens=8, min_tokens=8)
@@ -309,14 +307,7 @@ def test_cancelling_a_cfg_job_frees_both_rows(engine: TransformersEngine) -> Non
 def test_cfg_in_a_batch_of_one_row_is_named_and_not_applied(engine: TransformersEngine) -> None:
     params = SamplingParams(cfg_scale=2.0, negative_prompt_ids=(1,))
     assert engine.unsupported_params(params) == []
-    scheduler = BatchScheduler(
-        model=engine.model,
-        decode=engine.decode,
-        piece=engine.token_piece,
-        device=engine.device,
-        max_batch_size=1,
-        chunk_size=8,
-    )
+    scheduler = scheduler_for(engine, max_batch_size=1, chunk_size=8)
     original, engine.scheduler = engine.scheduler, scheduler
     try:
         assert engine.unsupported_params(params) == ["cfg_scale"]
@@ -327,15 +318,7 @@ def test_cfg_in_a_batch_of_one_row_is_named_and_not_applied(engine: Transformers
 def test_a_cfg_job_waits_for_two_free_rows_and_then_runs(engine: TransformersEngine) -> None:
     """Two rows, an owner share of one: a CFG job (two rows) behind a running job waits for it
     to leave, and then runs although it holds more than its owner's share; nothing wedges."""
-    scheduler = BatchScheduler(
-        model=engine.model,
-        decode=engine.decode,
-        piece=engine.token_piece,
-        device=engine.device,
-        max_batch_size=2,
-        chunk_size=engine.prefill_chunk,
-        owner_share=0.5,
-    )
+    scheduler = scheduler_for(engine, max_batch_size=2, owner_share=0.5)
     eos = frozenset(engine.special_tokens.eos_ids)
     cfg = guided(engine, "A class", "The import statement", 2.5, max_tokens=6, min_tokens=6)
     (alone,) = tokens_of(engine, cfg)
