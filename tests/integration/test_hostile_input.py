@@ -611,8 +611,9 @@ def _memory_kib(pid: int, field: str) -> int:
 def test_templates_that_build_huge_strings_are_stopped_before_they_allocate(
     hostile_template_server: ServerProcess, name: str
 ) -> None:
-    """Each is a 400 within the 1 s budget (plus 2 s for the trip), and the server's peak
-    memory grows by far less than the 200 MB+ these strings took before the size checks."""
+    """Each is a 400 soon after the 1 s budget (10 s allowed for the trip on a busy machine; a
+    render that ran on would take minutes), and the server's peak memory grows by far less
+    than the 200 MB+ these strings took before the size checks."""
     server = hostile_template_server
     _load(server, name)
     assert server.process is not None
@@ -624,7 +625,7 @@ def test_templates_that_build_huge_strings_are_stopped_before_they_allocate(
     elapsed = time.monotonic() - started
     error = _assert_clean_4xx(server, response)
     assert error["code"] in ("template_too_large", "template_timeout", "template_error"), error
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 10.0, elapsed
     assert _memory_kib(pid, "VmHWM") - before < 100_000
 
 
