@@ -25,7 +25,7 @@ from backends.base import (
     SpecialTokens,
 )
 from backends.llamacpp.batch import LlamaCppScheduler
-from backends.llamacpp.model import LlamaModel
+from backends.llamacpp.model import LlamaModel, cpu_threads
 from backends.transformers.engine import DEFAULT_MAX_BATCH_SIZE, BatchedEngine
 from common.errors import BadRequestError, UnavailableError
 
@@ -77,8 +77,8 @@ class LlamaCppEngine(BatchedEngine):
         logger.info(
             f"{self.options.name} loaded on llama.cpp {library.version} ({self.file.name}, "
             f"{llama.weights_type} weights), context {self._max_seq_len}, cache "
-            f"{self._cache_size} tokens, batch {self.scheduler.max_batch_size}; "
-            f"CPU features used: {library.cpu_features}"
+            f"{self._cache_size} tokens, batch {self.scheduler.max_batch_size}, "
+            f"{cpu_threads()} threads (OMP_NUM_THREADS); CPU features used: {library.cpu_features}"
         )
         yield LoadProgress("model", steps, steps, "finished")
 
