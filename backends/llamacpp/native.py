@@ -179,6 +179,12 @@ def load() -> Native:
     return native
 
 
+# Warnings that do not apply to how Serval runs llama.cpp, logged at debug level: the cache is
+# one pool shared by every sequence (kv_unified), so its size is over the trained context by
+# design, while each sequence is held to the model's context by Serval itself.
+_EXPECTED_WARNINGS = ("llama_context: n_ctx_seq",)
+
+
 @functools.cache
 def _log_callback(ffi: Any) -> Any:
     """llama.cpp's log to loguru: errors and warnings only (it prints pages while loading).
@@ -189,7 +195,13 @@ def _log_callback(ffi: Any) -> Any:
     def forward(level: int, text: Any, _: Any) -> None:
         if level in (warn_level, error_level) and text != ffi.NULL:
             message = ffi.string(text).decode(errors="replace").rstrip()
-            if message:
-                (logger.error if level == error_level else logger.warning)(f"llama.cpp: {message}")
+            if not message:
+                return
+            if level == error_level:
+                logger.error(f"llama.cpp: {message}")
+            elif message.startswith(_EXPECTED_WARNINGS):
+                logger.debug(f"llama.cpp: {message}")
+            else:
+                logger.warning(f"llama.cpp: {message}")
 
     return forward
