@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.server import API_KEY, ServerProcess, run_main
+from tests.support.server import API_KEY, ServerProcess, free_port, run_main
 from tests.support.sse import json_events
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -323,7 +323,8 @@ def test_the_configured_preset_applies_from_start_up(tmp_path: Path) -> None:
 
 
 def test_a_missing_start_up_preset_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    result = run_main(["--override-preset", "no-such-preset"], tmp_path)
+    # its own port: a server already on the default one (a developer's own) would be refused first
+    result = run_main(["--port", str(free_port()), "--override-preset", "no-such-preset"], tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "override_preset" in result.stderr and "no-such-preset" in result.stderr
