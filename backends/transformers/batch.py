@@ -474,15 +474,12 @@ class BatchScheduler:
         if negative is not None and negative.prefilled < len(negative.request.prompt_ids):
             self._prefill_negative(negative)
             return False
-        prompt = sequence.request.prompt_ids
-        start = sequence.prefilled
-        end = min(start + self.chunk_size, len(prompt))
         want_logits = sequence.prompt_logprobs is not None
-        logits = self._forward_chunk(sequence, start, end, want_logits)
+        start = sequence.prefilled
+        logits, done = self._next_chunk(sequence, want_logits)
         if want_logits:
             self._record_prompt_logprobs(sequence, logits, start)
-        sequence.prefilled = end
-        if end < len(prompt):
+        if not done:
             return False
         self.waiting.remove(sequence)
         rows = self._join(sequence)
@@ -502,13 +499,19 @@ class BatchScheduler:
 
     def _prefill_negative(self, negative: Sequence) -> None:
         """Feed the next chunk of a negative prompt (before the prompt it guides)."""
-        prompt = negative.request.prompt_ids
-        start = negative.prefilled
-        end = min(start + self.chunk_size, len(prompt))
-        logits = self._forward_chunk(negative, start, end, False)
-        negative.prefilled = end
-        if end == len(prompt):
+        logits, done = self._next_chunk(negative, False)
+        if done:
             negative.last_logits = logits[-1].cpu()
+
+    def _next_chunk(self, sequence: Sequence, every_position: bool) -> tuple[torch.Tensor, bool]:
+        """Feed the next chunk of ``sequence``'s prompt: its logits (see ``_forward_chunk``),
+        and whether that was the prompt's last chunk."""
+        prompt = sequence.request.prompt_ids
+        start = sequence.prefilled
+        end = min(start + self.chunk_size, len(prompt))
+        logits = self._forward_chunk(sequence, start, end, every_position)
+        sequence.prefilled = end
+        return logits, end == len(prompt)
 
     def _forward_chunk(
         self, sequence: Sequence, start: int, end: int, every_position: bool
