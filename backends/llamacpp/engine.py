@@ -3,8 +3,9 @@
 llama.cpp runs the forward passes (its quantised kernels read a 4-bit model's weights as 4-bit,
 a quarter of the memory traffic of fp32, which is what bounds decoding on a CPU); Serval's own
 scheduler and samplers do the rest on the logits, so sampling, grammars, stop strings,
-logprobs and abort behave as on the transformers engine. LoRAs are not applied (llama.cpp
-takes only GGUF adapters) and token healing is not done: both are said where asked.
+logprobs and abort behave as on the transformers engine. PEFT LoRA folders are converted once
+into llama.cpp's GGUF adapters (backends/llamacpp/lora.py). Token healing is not done: it is
+named where asked.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from backends.base import (
     EngineInfo,
     LoadOptions,
     LoadProgress,
+    LoraEngine,
     SpecialTokens,
 )
 from backends.llamacpp.batch import LlamaCppScheduler
+from backends.llamacpp.lora import gguf_adapter
 from backends.llamacpp.model import LlamaModel, cpu_threads
 from backends.transformers.engine import DEFAULT_MAX_BATCH_SIZE, BatchedEngine
 from common.errors import BadRequestError, UnavailableError
@@ -44,7 +47,7 @@ def gguf_file(folder: Path) -> Path:
     return found
 
 
-class LlamaCppEngine(BatchedEngine):
+class LlamaCppEngine(BatchedEngine, LoraEngine):
     backend = "llamacpp"
 
     def __init__(self, options: LoadOptions) -> None:
@@ -55,6 +58,7 @@ class LlamaCppEngine(BatchedEngine):
         self._max_seq_len = 0
         self._cache_size = 0
         self._ll_tokenizer: Any = None
+        self._loras: tuple[tuple[str, float], ...] = ()
 
     # ----- loading --------------------------------------------------------------------------
 
@@ -139,6 +143,38 @@ class LlamaCppEngine(BatchedEngine):
         if llama is not None:
             await compute.run(llama.close)
         self._ll_tokenizer = None
+        self._loras = ()
+
+    # ----- LoRAs ----------------------------------------------------------------------------
+
+    async def load_loras(self, loras: list[tuple[Path, str, float]]) -> dict[str, list[str]]:
+        """Replace the LoRAs in use with ``loras`` (folder, name, scaling); each PEFT folder is
+        converted to a GGUF adapter on first use. One that cannot be applied is a ``failure``."""
+        self._check_idle()
+        applied, failed = await compute.run(self._set_loras, loras)
+        return {"success": applied, "failure": failed}
+
+    async def unload_loras(self) -> None:
+        self._check_idle()
+        await compute.run(self._set_loras, [])
+
+    def _set_loras(self, loras: list[tuple[Path, str, float]]) -> tuple[list[str], list[str]]:
+        llama = self._model()
+        shape = llama.base_shape()
+        opened: list[tuple[Any, float]] = []
+        kept: list[tuple[str, float]] = []
+        failed: list[str] = []
+        for path, name, scaling in loras:
+            try:
+                opened.append((llama.open_adapter(gguf_adapter(path, shape)), scaling))
+            except Exception as exc:
+                logger.error(f"LoRA {name} was not applied: {exc}")
+                failed.append(name)
+                continue
+            kept.append((name, scaling))
+        llama.use_adapters(opened)
+        self._loras = tuple(kept)
+        return [name for name, _ in kept], failed
 
     # ----- tokens ---------------------------------------------------------------------------
 
@@ -169,6 +205,7 @@ class LlamaCppEngine(BatchedEngine):
             chunk_size=self.prefill_chunk,
             dtype=self.llama.weights_type if self.llama else "",
             device="cpu",
+            loras=self._loras,
         )
 
     # ----- generation -----------------------------------------------------------------------

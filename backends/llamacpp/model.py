@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from backends.llamacpp import native
+from backends.llamacpp.lora import BaseShape
 from common.errors import BadRequestError, GenerationError
 
 PIECE_BUFFER = 256
@@ -75,10 +76,12 @@ class LlamaModel:
         self.memory = lib.llama_get_memory(self.context)
         self.batch_tokens = batch_tokens
         self.batch = lib.llama_batch_init(batch_tokens, 0, 1)
+        self.adapters: list[Any] = []  # the LoRA adapters opened and in use
 
     def close(self) -> None:
         lib = self.lib
         if self.context is not None:
+            self.use_adapters([])
             lib.llama_batch_free(self.batch)
             lib.llama_free(self.context)
             lib.llama_model_free(self.model)
@@ -101,6 +104,17 @@ class LlamaModel:
         self.lib.llama_model_desc(self.model, buffer, 256)
         text: bytes = self.ffi.string(buffer)
         return text.decode(errors="replace")
+
+    def base_shape(self) -> BaseShape:
+        """The model's architecture and sizes, as a LoRA conversion needs them."""
+        architecture = self.meta("general.architecture") or ""
+        heads = int(self.meta(f"{architecture}.attention.head_count") or 0)
+        return BaseShape(
+            architecture=architecture,
+            blocks=int(self.meta(f"{architecture}.block_count") or 0),
+            heads=heads,
+            kv_heads=int(self.meta(f"{architecture}.attention.head_count_kv") or heads),
+        )
 
     @property
     def weights_type(self) -> str:
@@ -182,6 +196,32 @@ class LlamaModel:
 
     def clear(self) -> None:
         self.lib.llama_memory_clear(self.memory, True)
+
+    def open_adapter(self, path: Path) -> Any:
+        """A GGUF LoRA file opened for this model (not yet in use: see :meth:`use_adapters`)."""
+        adapter = self.lib.llama_adapter_lora_init(self.model, str(path).encode())
+        if adapter == self.ffi.NULL:
+            raise BadRequestError(f"llama.cpp cannot apply {path.name} (see the log for why).")
+        return adapter
+
+    def _free(self, adapters: list[Any]) -> None:
+        for adapter in adapters:
+            self.lib.llama_adapter_lora_free(adapter)
+
+    def use_adapters(self, adapters: list[tuple[Any, float]]) -> None:
+        """Apply ``adapters`` (opened, with their scales) in place of those in use, and free
+        those. The cache is cleared: what it holds was computed with the old weights."""
+        ffi, lib = self.ffi, self.lib
+        pointers = ffi.new("struct llama_adapter_lora *[]", [a for a, _ in adapters] or 1)
+        scales = ffi.new("float[]", [s for _, s in adapters] or 1)
+        status = lib.llama_set_adapters_lora(self.context, pointers, len(adapters), scales)
+        opened = [a for a, _ in adapters]
+        if status != 0:
+            self._free([a for a in opened if a not in self.adapters])
+            raise GenerationError(f"llama.cpp could not apply the LoRAs (status {status}).")
+        self._free([a for a in self.adapters if a not in opened])
+        self.adapters = opened
+        self.clear()
 
     def decode(self, entries: list[Entry]) -> torch.Tensor:
         """Run ``entries`` (at most ``batch_tokens``) through the model; the logits of those

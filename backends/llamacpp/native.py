@@ -112,7 +112,7 @@ def use_classic_glibc_symbols(image: bytearray) -> int:
     return changes
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "serval"
 
@@ -124,7 +124,7 @@ def patched_copy(folder: Path) -> Path:
     for library in libraries:
         stat = library.stat()
         digest.update(f"{library.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    target = _cache_root() / f"llama-cpp-{digest.hexdigest()[:16]}"
+    target = cache_root() / f"llama-cpp-{digest.hexdigest()[:16]}"
     if (target / "libllama.so").is_file():
         return target
     staging = target.with_name(f"{target.name}.{os.getpid()}.partial")

@@ -133,6 +133,13 @@ class BatchedEngine(Engine):
     def job_counts(self) -> BatchScheduler | None:
         return self.scheduler
 
+    def _check_idle(self) -> None:
+        """Refuse a LoRA change unless the model is loaded and no job runs or waits."""
+        if self.scheduler is None:
+            raise UnavailableError("The model is not loaded.")
+        if self.active_jobs or self.queued_jobs:
+            raise ConflictError("LoRAs can only change while no request is generating.")
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
         scheduler = self.scheduler
         if scheduler is None:
@@ -339,12 +346,6 @@ class TransformersEngine(BatchedEngine, LoraEngine):
     async def unload_loras(self) -> None:
         self._check_idle()
         await compute.run(self._remove_adapters)
-
-    def _check_idle(self) -> None:
-        if self.model is None:
-            raise UnavailableError("The model is not loaded.")
-        if self.active_jobs or self.queued_jobs:
-            raise ConflictError("LoRAs can only change while no request is generating.")
 
     def _set_loras(self, loras: list[tuple[Path, str, float]]) -> tuple[list[str], list[str]]:
         self._remove_adapters()

@@ -4,8 +4,8 @@
 - exllamav2: exllamav2's own Python over the STUB of its CUDA extension, the scripted stand-in
   generator in place of the forward pass (tests/support/standin_engines.py).
 - exllamav3: Serval's ExLlamaV3 engine over the STAND-IN of exllamav3's API, same generator.
-- llamacpp: the default model's own GGUF file on the real llama.cpp engine (no LoRAs: it is no
-  LoraEngine, so the suite checks that LoRAs are refused there).
+- llamacpp: the default model's own GGUF file on the real llama.cpp engine (its PEFT LoRA is
+  converted to a GGUF adapter).
 
 Every test in tests/conformance/ takes ``served`` and so runs against each engine. What only
 real logits can show is skipped on the stand-ins with the reason (tests/gpu/ covers it there).
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import LoraEngine
 from backends.registry import engine_class, unavailable_reason
 from tests.conftest import DEFAULT_GGUF_MODEL, DEFAULT_MODEL
 from tests.support.server import ROOT, ServerProcess
@@ -49,11 +48,6 @@ class Served:
     def draft_modes(self) -> frozenset[str]:
         """The drafts the engine advertises (its typed ``draft_modes``)."""
         return frozenset(engine_class(self.backend).draft_modes)
-
-    @property
-    def applies_loras(self) -> bool:
-        """Whether the engine is a LoraEngine (the typed way an engine says it applies LoRAs)."""
-        return issubclass(engine_class(self.backend), LoraEngine)
 
     def needs_real_logits(self, what: str) -> None:
         if not self.real_logits:

@@ -31,19 +31,7 @@ def card(client: httpx.Client) -> dict[str, Any]:
 
 
 def test_startup_loras_are_applied_through_the_container(served: Served) -> None:
-    # An engine that applies no LoRAs starts without them (the container logs why).
-    assert served.startup_loras == ([(served.lora, 0.0)] if served.applies_loras else [])
-
-
-def test_an_engine_without_loras_refuses_them(served: Served) -> None:
-    if served.applies_loras:
-        pytest.skip(f"the {served.backend} engine applies LoRAs")
-    with served.server.admin() as admin:
-        body = {"loras": [{"name": served.lora, "scaling": 0.5}]}
-        refused = admin.post("/v1/lora/load", json=body)
-        assert refused.status_code == 400
-        assert "cannot load LoRAs" in refused.json()["error"]["message"]
-        assert admin.get("/v1/lora").json()["data"] == []
+    assert served.startup_loras == [(served.lora, 0.0)]
 
 
 def test_unload_then_load_with_progress(served: Served) -> None:
@@ -70,8 +58,6 @@ def test_unload_then_load_with_progress(served: Served) -> None:
 
 
 def test_loras_load_list_and_unload(served: Served) -> None:
-    if not served.applies_loras:
-        pytest.skip(f"the {served.backend} engine applies no LoRAs (refused: test above)")
     with served.server.admin() as admin, served.server.client() as client:
         folders = [lora["id"] for lora in admin.get("/v1/loras").json()["data"]]
         assert served.lora in folders
@@ -91,8 +77,6 @@ def test_loras_load_list_and_unload(served: Served) -> None:
 
 def test_a_lora_changes_the_output_and_unloading_restores_it(served: Served) -> None:
     served.needs_real_logits("what a LoRA does to the output")
-    if not served.applies_loras:
-        pytest.skip(f"the {served.backend} engine applies no LoRAs")
     with served.server.admin() as admin:
         assert admin.post("/v1/lora/unload").status_code == 200
         before = complete(admin, 8).json()["choices"][0]["text"]

@@ -21,10 +21,8 @@ def test_an_engine_claims_loras_exactly_when_it_implements_them(backend: str) ->
     assert not inspect.isabstract(cls), f"{cls.__name__} leaves abstract methods"
     implements = all(hasattr(cls, name) for name in ("load_loras", "unload_loras"))
     assert issubclass(cls, LoraEngine) == implements
-    # llama.cpp takes LoRAs as GGUF adapters only, not the PEFT folders of lora_dir: it is the
-    # one engine that applies none (and so is no LoraEngine, and refuses them with a 400).
-    applies = backend != "llamacpp"
-    assert issubclass(cls, LoraEngine) == applies, f"{backend} applies LoRAs: {applies}"
+    # Every engine applies the PEFT folders of lora_dir (llama.cpp converts them to GGUF).
+    assert issubclass(cls, LoraEngine), f"{backend} applies no LoRAs"
 
 
 @pytest.mark.parametrize("backend", ENGINES)
