@@ -144,8 +144,6 @@ def serve(config: ServalConfig) -> int:
     app = create_app(state)
     url = f"http://{network.host}:{network.port}"
     logger.info(f"Serval listening on {url} (API docs at {url}/docs)")
-    if config.model.model_name:
-        logger.info(f"loading {config.model.model_name} from {config.model.model_dir}/")
     uvicorn.run(
         app,
         host=network.host,

@@ -2,9 +2,14 @@
 llama.cpp alone, and `transformers serve`, on the default model.
 
     .venv/bin/python bench/cpu_engines.py [--tokens 64] [--streams 8] [--rounds 3]
-        [--no-peer] [--peer-dtype bfloat16]
+        [--no-peer] [--peer-dtype bfloat16] [--avx2-kernels]
 
 A short check that everything runs: ``--rounds 1 --tokens 16``.
+
+``--avx2-kernels`` measures what an AVX2-only CPU runs, on a machine with AVX512: torch's and
+oneDNN's kernels are held to AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``)
+and Serval's transformers engine runs in fp32, as it picks there (no AVX512-BF16); llama.cpp's
+wheel has AVX2 kernels only anyway. The memory and caches stay this machine's.
 
 - Serval (llamacpp): the GGUF file as shipped (models/SmolLM2-135M-Instruct-GGUF), streamed chat.
 - Serval (transformers): the HF conversion of the same file, at the dtype Serval picks here.
@@ -115,9 +120,17 @@ async def chat_prompt_text() -> str:
     return await render_prompt(template, ChatPrompt(messages=messages), special, 5)
 
 
-def serval(model: str) -> ServerProcess:
+AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def serval(model: str, backend: str, dtype: str = "auto") -> ServerProcess:
     config = {
-        "model": {"model_dir": str(ROOT / "models"), "model_name": model},
+        "model": {
+            "model_dir": str(ROOT / "models"),
+            "model_name": model,
+            "backend": backend,
+            "dtype": dtype,
+        },
         "embeddings": {"embedding_model_name": None},
     }
     return ServerProcess(Path(tempfile.mkdtemp(prefix="serval-bench-")), config).start()
@@ -176,16 +189,23 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-peer", action="store_true", help="skip `transformers serve`")
     parser.add_argument("--peer-dtype", default="bfloat16", help="`transformers serve --dtype`")
+    parser.add_argument(
+        "--avx2-kernels", action="store_true", help="torch on AVX2 kernels, Serval in fp32"
+    )
     args = parser.parse_args()
     started = time.monotonic()
+    if args.avx2_kernels:
+        os.environ.update(AVX2_KERNELS)  # the servers started below inherit it
 
     alone = LlamaCppAlone()
     alone.set_prompt(await chat_prompt_text())
     thread_counts = range(1, len(os.sched_getaffinity(0)) + 1)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     servers: dict[str, Any] = {
-        "Serval (llamacpp)": serval(GGUF_MODEL.name),
-        "Serval (transformers)": serval(MODEL.name),
+        "Serval (llamacpp)": serval(GGUF_MODEL.name, "llamacpp"),
+        "Serval (transformers)": serval(
+            MODEL.name, "transformers", "float32" if args.avx2_kernels else "auto"
+        ),
     }
     dtypes = {name: engine_dtype(server) for name, server in servers.items()}
     peer_note = "left out (--no-peer)"
@@ -222,6 +242,8 @@ async def main() -> None:
         alone.llama.close()
 
     print(f"CPU: {cpu_flags()}")
+    if args.avx2_kernels:
+        print(f"torch and oneDNN held to AVX2 kernels: {AVX2_KERNELS}")
     print(f"llama.cpp {alone.llama.native.version}: {alone.llama.native.cpu_features}")
     print(
         f"Serval runs llama.cpp with {cpu_threads()} thread(s); Serval (transformers) in "

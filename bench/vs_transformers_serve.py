@@ -149,7 +149,11 @@ async def main() -> None:
     await in_process.load()
     engine_tps: list[float] = []
     config = {
-        "model": {"model_dir": str(ROOT / "models"), "model_name": MODEL.name},
+        "model": {
+            "model_dir": str(ROOT / "models"),
+            "model_name": MODEL.name,
+            "backend": "transformers",
+        },
         "embeddings": {"embedding_model_name": None},
     }
     serval = ServerProcess(Path(tempfile.mkdtemp(prefix="serval-bench-")), config).start()

@@ -19,6 +19,8 @@ from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "SERVAL_"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+# The default model's GGUF file as shipped (scripts/fetch_default_model.py keeps both forms).
+DEFAULT_GGUF_MODEL_NAME = "SmolLM2-135M-Instruct-GGUF"
 DEFAULT_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
@@ -140,7 +142,9 @@ class ModelConfig(Section):
         ["gpt-3.5-turbo"], description="Model names that are accepted and mean the loaded model."
     )
     model_name: str | None = Field(
-        DEFAULT_MODEL_NAME, description="Model folder (under model_dir) to load at start-up."
+        DEFAULT_MODEL_NAME,
+        description="Model folder (under model_dir) to load at start-up. With backend auto and "
+        f"no GPU, {DEFAULT_MODEL_NAME} is served from its GGUF file on llama.cpp where that runs.",
     )
     use_as_default: list[str] = Field(
         [], description="Keys of this section used as defaults for loads over the API."

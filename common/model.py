@@ -33,11 +33,17 @@ from backends.base import (
     LoraEngine,
     SpecialTokens,
 )
-from backends.registry import choose_backend, create_engine
+from backends.registry import choose_backend, create_engine, gguf_is_fastest_here
 from backends.sampling import SamplingParams
 from common.admission import Admission
 from common.chat.templates import ChatTemplate, find_model_template
-from common.config import DraftModelConfig, ModelConfig, ServalConfig
+from common.config import (
+    DEFAULT_GGUF_MODEL_NAME,
+    DEFAULT_MODEL_NAME,
+    DraftModelConfig,
+    ModelConfig,
+    ServalConfig,
+)
 from common.errors import BadRequestError, ServalError, UnavailableError, UnsupportedError
 from common.loras import LoraChoice, resolve_loras
 from common.metrics import Metrics
@@ -168,6 +174,19 @@ class ModelContainer:
     @property
     def queued_jobs(self) -> int:
         return self.engine.queued_jobs if self.engine is not None else 0
+
+    def startup_model_name(self) -> str | None:
+        """``model.model_name``, except that the default model with ``backend: auto`` is served
+        from its GGUF file where that is fastest (:func:`gguf_is_fastest_here`)."""
+        model = self.config.model
+        if (
+            model.model_name == DEFAULT_MODEL_NAME
+            and model.backend == "auto"
+            and (self.model_dir / DEFAULT_GGUF_MODEL_NAME).is_dir()
+            and gguf_is_fastest_here()
+        ):
+            return DEFAULT_GGUF_MODEL_NAME
+        return model.model_name
 
     def plan_load(
         self, name: str, request: dict[str, Any] | None = None, draft: dict[str, Any] | None = None

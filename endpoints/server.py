@@ -40,10 +40,16 @@ VERSION = "0.1.0"
 async def load_startup_model(state: ServerState) -> None:
     """Load ``model.model_name`` (and ``lora.loras``) in the background; requests wait for it
     instead of failing."""
-    name = state.config.model.model_name
+    container = state.container
+    name = container.startup_model_name()
     if not name:
         return
-    container = state.container
+    if name != state.config.model.model_name:
+        logger.info(
+            f"serving {state.config.model.model_name} from its GGUF file ({name}) on llama.cpp, "
+            "the fastest engine on this machine (backend: transformers serves the HF folder)"
+        )
+    logger.info(f"loading {name} from {container.model_dir}/")
     try:
         plan = container.plan_load(name)
         async for _ in shown_in_console(name, container.load(plan)):

@@ -50,7 +50,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         pytest.fail("the default model is missing: run ./test.sh (it fetches it)")
     config = {
         "network": {"api_servers": ["OAI", "Kobold"], "sse_ping_interval": 1, "body_timeout": 2},
-        "model": {"model_dir": str(ROOT / "models"), "model_name": DEFAULT_MODEL.name},
+        # The HF folder on the transformers engine (on a CPU the default model would start from
+        # its GGUF file, which the conformance suite and tests/integration/test_startup.py cover).
+        "model": {
+            "model_dir": str(ROOT / "models"),
+            "model_name": DEFAULT_MODEL.name,
+            "backend": "transformers",
+        },
         "embeddings": {"embedding_model_dir": str(ROOT / "models")},
     }
     process = ServerProcess(tmp_path_factory.mktemp("server"), config).start()

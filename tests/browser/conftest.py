@@ -47,7 +47,11 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         pytest.fail("the default model is missing: run ./test.sh (it fetches it)")
     config = {
         "network": {"api_servers": ["OAI"], "sse_ping_interval": 1},
-        "model": {"model_dir": str(ROOT / "models"), "model_name": DEFAULT_MODEL.name},
+        "model": {
+            "model_dir": str(ROOT / "models"),
+            "model_name": DEFAULT_MODEL.name,
+            "backend": "transformers",
+        },
     }
     process = ServerProcess(tmp_path_factory.mktemp("console-server"), config).start()
     yield process

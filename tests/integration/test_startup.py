@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from backends.registry import gguf_is_fastest_here
 from tests.support.server import ADMIN_KEY, API_KEY, ROOT, ServerProcess, run_main
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -28,6 +29,16 @@ def test_without_config_the_default_model_loads(tmp_path: Path) -> None:
             assert key[:4] in log and key not in log
         assert f"http://127.0.0.1:{process.port}" in log
         assert "SmolLM2-135M-Instruct" in log
+        # Without a GPU the default model runs from its GGUF file where llama.cpp runs.
+        headers = {"Authorization": f"Bearer {keys['api_key']}"}
+        card = httpx.get(f"{process.url}/v1/model", headers=headers).json()
+        if gguf_is_fastest_here():
+            assert card["id"] == "SmolLM2-135M-Instruct-GGUF"
+            assert card["parameters"]["backend"] == "llamacpp"
+            assert card["parameters"]["dtype"] == "Q4_1"
+            assert "from its GGUF file (SmolLM2-135M-Instruct-GGUF) on llama.cpp" in log
+        else:
+            assert card["id"] == "SmolLM2-135M-Instruct"
         # start() polled /health while the model loaded: an expected 503, never an ERROR line.
         loading = [line for line in log.splitlines() if "GET /health 503" in line]
         assert loading and not any("ERROR" in line for line in loading), loading
@@ -48,7 +59,12 @@ def test_logging_keys_log_prompts_settings_and_requests_but_never_keys(tmp_path:
     config = {
         "network": {"api_servers": ["OAI"]},
         "logging": {"log_prompt": True, "log_generation_params": True, "log_requests": True},
-        "model": {"model_dir": str(ROOT / "models"), "model_name": DEFAULT_MODEL, "vision": True},
+        "model": {
+            "model_dir": str(ROOT / "models"),
+            "model_name": DEFAULT_MODEL,
+            "backend": "transformers",
+            "vision": True,
+        },
     }
     process = ServerProcess(tmp_path, config).start()
     try:

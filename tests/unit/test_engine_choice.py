@@ -97,3 +97,26 @@ def test_importing_exllamav2_without_cuda_is_a_clear_error_not_a_crash() -> None
     assert done.returncode == 0, done.stderr
     assert "UnavailableError 503 The exllamav2 engine cannot start:" in done.stdout
     assert "OSError" in done.stdout or "ModuleNotFoundError" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("model", "fastest", "served"),
+    [
+        ({}, True, "SmolLM2-135M-Instruct-GGUF"),  # no GPU, llama.cpp runs: its GGUF file
+        ({}, False, "SmolLM2-135M-Instruct"),  # a GPU, or no llama.cpp: the HF folder
+        ({"backend": "transformers"}, True, "SmolLM2-135M-Instruct"),
+        ({"model_name": "tiny"}, True, "tiny"),  # any other model is served as named
+        ({"model_name": None}, True, None),
+    ],
+)
+def test_the_default_model_starts_in_its_fastest_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: dict, fastest: bool, served: str | None
+) -> None:
+    from common.config import build_config
+    from common.model import ModelContainer
+
+    (tmp_path / "SmolLM2-135M-Instruct").mkdir()
+    (tmp_path / "SmolLM2-135M-Instruct-GGUF").mkdir()
+    monkeypatch.setattr("common.model.gguf_is_fastest_here", lambda: fastest)
+    config = build_config({"model": {"model_dir": str(tmp_path), **model}})
+    assert ModelContainer(config).startup_model_name() == served
