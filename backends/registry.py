@@ -146,7 +146,12 @@ def gpu_engines_note() -> str | None:
         why = next(iter(missing.values()))
     else:
         why = "; ".join(f"{b}: {r}" for b, r in missing.items())
-    serves = "the transformers engine serves" if len(missing) == 2 else "the other engines serve"
+    if len(missing) < 2:
+        serves = "the other engines serve"
+    elif unavailable_reason("llamacpp") is None:
+        serves = "the CPU engines serve (llama.cpp for GGUF files, transformers for the rest)"
+    else:
+        serves = "the transformers engine serves"
     return f"{names} unavailable ({why}); {serves}"
 
 

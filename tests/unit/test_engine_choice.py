@@ -73,7 +73,10 @@ def test_start_up_says_in_one_line_why_the_gpu_engines_are_unavailable(no_cuda: 
         logger.remove(sink)
     assert len(lines) == 1
     assert "exllamav2 and exllamav3 unavailable (no CUDA GPU is visible to torch)" in lines[0]
-    assert "transformers engine serves" in lines[0]
+    if registry.unavailable_reason("llamacpp") is None:
+        assert "the CPU engines serve (llama.cpp for GGUF files" in lines[0]
+    else:
+        assert "the transformers engine serves" in lines[0]
 
 
 def test_importing_exllamav2_without_cuda_is_a_clear_error_not_a_crash() -> None:
