@@ -124,10 +124,11 @@ def _tensors(folder: Path, base: BaseShape) -> dict[str, np.ndarray]:
             raise _refuse(folder, f"{module} has no llama.cpp tensor")
         matrix = value.to(torch.float32).numpy()
         if kind == "B.weight" and base.architecture in PERMUTED_ARCHITECTURES:
-            if module.endswith("q_proj"):
-                matrix = _permute_rows(matrix, base.heads)
-            elif module.endswith("k_proj"):
-                matrix = _permute_rows(matrix, base.kv_heads)
+            heads = {"q_proj": base.heads, "k_proj": base.kv_heads}.get(module.rpartition(".")[2])
+            if heads and matrix.shape[0] % (2 * heads):
+                raise _refuse(folder, f"its {module} does not match this model (made for another?)")
+            if heads:
+                matrix = _permute_rows(matrix, heads)
         tensors[f"{target}.lora_{kind[0].lower()}"] = np.ascontiguousarray(matrix)
     if not tensors:
         raise _refuse(folder, f"its {WEIGHTS} holds no tensors")

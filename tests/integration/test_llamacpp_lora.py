@@ -17,6 +17,7 @@ from backends.registry import unavailable_reason
 from common.errors import BadRequestError
 from tests.conftest import DEFAULT_GGUF_MODEL, DEFAULT_MODEL
 from tests.support.tiny_lora import build_tiny_lora
+from tests.support.tiny_model import build_tiny_model
 
 PROMPT = "The capital of France is"
 
@@ -119,3 +120,18 @@ def test_a_corrupt_adapter_file_is_refused(llama: LlamaModel, lora: Path, tmp_pa
     (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(BadRequestError, match=r"cannot be read|holds no tensors"):
         gguf_adapter(folder, llama.base_shape())
+
+
+@pytest.mark.parametrize(
+    ("targets", "reason"), [(("q_proj",), "made for another"), (("v_proj",), "")]
+)
+def test_a_lora_of_another_model_is_refused_and_the_model_keeps_serving(
+    llama: LlamaModel, tmp_path: Path, targets: tuple[str, ...], reason: str
+) -> None:
+    # Serval refuses what it permutes; llama.cpp checks the shapes of the rest.
+    tiny = build_tiny_model(tmp_path / "tiny", seed=1)
+    lora = build_tiny_lora(tiny, tmp_path / "tiny-lora", targets=targets)
+    with pytest.raises(BadRequestError, match=reason):
+        llama.open_adapter(gguf_adapter(lora, llama.base_shape()))
+    ids = llama.tokenize(PROMPT, parse_special=False)
+    assert last_logits(llama, ids).shape == (llama.n_vocab,)

@@ -9,7 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_lora(model_dir: Path, target: Path, seed: int = 0, rank: int = 8) -> Path:
+def build_tiny_lora(
+    model_dir: Path,
+    target: Path,
+    seed: int = 0,
+    rank: int = 8,
+    targets: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Path:
     """Write a random LoRA adapter for the model at ``model_dir`` into ``target``."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -19,7 +25,7 @@ def build_tiny_lora(model_dir: Path, target: Path, seed: int = 0, rank: int = 8)
     config = LoraConfig(
         r=rank,
         lora_alpha=4 * rank,
-        target_modules=["q_proj", "v_proj"],
+        target_modules=list(targets),
         init_lora_weights=False,
     )
     torch.manual_seed(seed)
