@@ -74,10 +74,13 @@ async def stream_chat(
     return StreamResult(usage_tokens or chunks, time.perf_counter() - started, first)
 
 
-def chat_body(model: str, max_tokens: int) -> dict:
+def chat_body(model: str, max_tokens: int, story: int = 0) -> dict:
+    """A greedy streamed chat; ``story`` numbers its question, so that a benchmark can send each
+    measurement a new conversation that no server answers from a cache of an earlier one."""
+    question = f"Write a long story, number {story}, about a dragon and a baker."
     return {
         "model": model,
-        "messages": [{"role": "user", "content": "Write a long story about a dragon and a baker."}],
+        "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,

@@ -21,7 +21,9 @@ wheel has AVX2 kernels only anyway. The memory and caches stay this machine's.
 
 Every round measures each one in turn while the others idle; figures are medians of the rounds:
 single-stream decode tokens/s and time to first token, and the aggregate tokens/s of N
-concurrent streams (all N send the same chat). The CPU flags are printed with the table.
+concurrent streams (all N send the same chat). Every measurement sends a new chat, so no server
+answers it from what an earlier one left in its cache (Serval on llamacpp keeps prompts: only
+the template's system prompt is shared). The CPU flags are printed with the table.
 """
 
 from __future__ import annotations

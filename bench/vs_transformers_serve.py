@@ -16,6 +16,7 @@ alternating between them every round, and reported as the median of the rounds:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -80,10 +81,15 @@ class TransformersServe:
             self.process.wait(timeout=30)
 
 
+STORIES = itertools.count(1)
+
+
 async def measure(url: str, model: str, headers: dict, tokens: int, streams: int) -> dict:
-    body = chat_body(model, tokens)
-    single = await concurrent_streams(url, body, headers, 1)
-    many = await concurrent_streams(url, body, headers, streams)
+    """One stream, then ``streams`` at once that all send one chat; each of the two a new
+    conversation (nothing of it is in a server's cache yet but the system prompt)."""
+    single = await concurrent_streams(url, chat_body(model, tokens, next(STORIES)), headers, 1)
+    many_body = chat_body(model, tokens, next(STORIES))
+    many = await concurrent_streams(url, many_body, headers, streams)
     errors = [s.error for s in single.streams + many.streams if s.error]
     if errors:
         raise RuntimeError(f"{url}: {errors[0]}")

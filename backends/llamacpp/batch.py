@@ -6,6 +6,12 @@ cache. Each sequence holds a llama.cpp sequence id (a slot) from the start of it
 it leaves; a decode step feeds the pending token of every running sequence in one call. Prompts
 prefilled together that are the same token for token are computed once: the others share its
 cache cells (llama.cpp's unified cache gives a cell several sequence ids).
+
+A slot keeps its cells when its sequence leaves. A new prompt takes the free slot whose cached
+tokens begin it the longest way (a chat's next turn resends the conversation so far) and is fed
+only from there, as llama.cpp's own server and KoboldCpp do; the tokens taken from the cache are
+the request's ``cached_tokens``. When the cache has no room for a pass, the free slots' cells
+are dropped and the pass runs again.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 import torch
 
-from backends.llamacpp.model import Entry, LlamaModel
+from backends.llamacpp.model import CacheFullError, Entry, LlamaModel
 from backends.transformers.batch import BatchScheduler, Sequence
 
 
@@ -22,27 +28,70 @@ class LlamaCppScheduler(BatchScheduler):
     def __init__(self, llama: LlamaModel, **settings: Any) -> None:
         super().__init__(model=None, device=torch.device("cpu"), **settings)
         self.llama = llama
-        self.free_slots = list(range(self.max_batch_size))
-        self.slot_of: dict[Sequence, int] = {}
-        self.lengths: dict[int, int] = {}  # cached positions of each slot in use
+        self._reset_cache()
+
+    def clear_cache(self) -> None:
+        """Drop every cached token (the weights changed: a LoRA); only while no job runs."""
+        self._reset_cache()
+
+    # ----- slots and what they hold ---------------------------------------------------------
 
     def _new_prefill(self, sequence: Sequence) -> Any:
-        slot = self.free_slots.pop()
-        self.slot_of[sequence] = slot
-        self.lengths[slot] = 0
-        return slot
+        """A free slot for ``sequence``: the one whose cached tokens begin its prompt the
+        longest way (its prefill starts after them), else the one left longest ago."""
+        prompt = sequence.request.prompt_ids
+        reusable = not sequence.request.prompt_logprobs  # those need every position's logits
+        best, reused = self.free_slots[0], 0
+        for slot in self.free_slots if reusable else ():
+            # At least the prompt's last token is fed again: its logits give the first token.
+            length = _common_prefix(self.cached[slot], prompt, len(prompt) - 1)
+            if length > reused:
+                best, reused = slot, length
+        self.free_slots.remove(best)
+        self.slot_of[sequence] = best
+        self._truncate(best, reused)
+        sequence.prefilled = sequence.cached_tokens = reused
+        return best
 
     def _release_slot(self, sequence: Sequence) -> None:
+        """The slot is free again and keeps its cells for a prompt that begins with them."""
         slot = self.slot_of.pop(sequence, None)
         if slot is not None:
-            self.llama.forget(slot)
-            del self.lengths[slot]
             self.free_slots.append(slot)
+
+    def _truncate(self, slot: int, length: int) -> None:
+        del self.cached[slot][length:]
+        self.llama.forget(slot, length)
+
+    def _drop_free_slots(self) -> bool:
+        """Forget what the free slots hold; whether they held anything."""
+        held = [slot for slot in self.free_slots if self.cached[slot]]
+        for slot in held:
+            self._truncate(slot, 0)
+        return bool(held)
+
+    def _reset_cache(self) -> None:
+        self.llama.clear()
+        self.free_slots = list(range(self.max_batch_size))
+        self.slot_of: dict[Sequence, int] = {}
+        # The tokens each slot's cells hold, by position, for a slot in use or free.
+        self.cached: dict[int, list[int]] = {slot: [] for slot in self.free_slots}
+
+    # ----- forward passes -------------------------------------------------------------------
+
+    def _decode(self, entries: list[Entry]) -> torch.Tensor:
+        try:
+            return self.llama.decode(entries)
+        except CacheFullError:
+            if not self._drop_free_slots():
+                raise
+            return self.llama.decode(entries)
 
     def _feed(self, sequence: Sequence, tokens: list[int], every_position: bool) -> list[Entry]:
         slot = self.slot_of[sequence]
-        start = self.lengths[slot]
-        self.lengths[slot] = start + len(tokens)
+        cached = self.cached[slot]
+        start = len(cached)
+        cached += tokens
         last = len(tokens) - 1
         return [
             Entry(token, start + offset, slot, every_position or offset == last)
@@ -50,23 +99,25 @@ class LlamaCppScheduler(BatchScheduler):
         ]
 
     def _forward_prompts(self, group: list[Sequence]) -> tuple[list[int], torch.Tensor]:
-        """One pass over the distinct prompts of ``group``; a prompt met again (the ``n``
-        choices of one request, clients sending the same chat) shares the cache cells of its
-        first copy instead of being computed again."""
+        """One pass over the distinct prompts of ``group`` (each from where its cached tokens
+        end); a prompt met again (the ``n`` choices of one request, clients sending the same
+        chat) shares the cache cells of its first copy instead of being computed again."""
         entries: list[Entry] = []
         first_of: dict[tuple[int, ...], Sequence] = {}
         for sequence in group:
             prompt = sequence.request.prompt_ids
             if first_of.setdefault(tuple(prompt), sequence) is sequence:
-                entries += self._feed(sequence, prompt, False)
-        logits = self.llama.decode(entries)
+                entries += self._feed(sequence, prompt[sequence.prefilled :], False)
+        logits = self._decode(entries)
         row_of = {source: row for row, source in enumerate(first_of.values())}
         rows: list[int] = []
         for sequence in group:
             source = first_of[tuple(sequence.request.prompt_ids)]
             if source is not sequence:
-                self.llama.share(self.slot_of[source], self.slot_of[sequence])
-                self.lengths[self.slot_of[sequence]] = self.lengths[self.slot_of[source]]
+                target = self.slot_of[sequence]
+                self._truncate(target, 0)
+                self.llama.share(self.slot_of[source], target)
+                self.cached[target] = list(self.cached[self.slot_of[source]])
             rows.append(row_of[source])
         first = len(self.active)
         return list(range(first, first + len(group))), logits[rows]
@@ -75,7 +126,7 @@ class LlamaCppScheduler(BatchScheduler):
         self, sequence: Sequence, start: int, end: int, every_position: bool
     ) -> torch.Tensor:
         tokens = sequence.request.prompt_ids[start:end]
-        return self.llama.decode(self._feed(sequence, tokens, every_position))
+        return self._decode(self._feed(sequence, tokens, every_position))
 
     def _join(self, sequence: Sequence) -> list[int]:
         return [len(self.active)]
@@ -85,7 +136,7 @@ class LlamaCppScheduler(BatchScheduler):
         for sequence, token in zip(self.active, tokens, strict=True):
             assert token is not None
             entries += self._feed(sequence, [token], True)
-        return self.llama.decode(entries)
+        return self._decode(entries)
 
     def _keep_rows(self, rows: list[int], dropped: list[Sequence]) -> None:
         for sequence in dropped:
@@ -95,12 +146,16 @@ class LlamaCppScheduler(BatchScheduler):
         super()._abandon(sequence)
         self._release_slot(sequence)
 
-    def _reset_cache(self) -> None:
-        self.llama.clear()
-        self.free_slots = list(range(self.max_batch_size))
-        self.slot_of, self.lengths = {}, {}
-
     def _rewind(self, row: int, tokens: int) -> None:
         slot = self.slot_of[self.active[row]]
-        self.lengths[slot] -= tokens
-        self.llama.forget(slot, self.lengths[slot])
+        self._truncate(slot, len(self.cached[slot]) - tokens)
+
+
+def _common_prefix(cached: list[int], prompt: list[int], limit: int) -> int:
+    """How many first tokens ``cached`` and ``prompt`` share, at most ``limit``."""
+    length = 0
+    for held, wanted in zip(cached, prompt[:limit], strict=False):
+        if held != wanted:
+            break
+        length += 1
+    return length

@@ -173,6 +173,8 @@ class LlamaCppEngine(BatchedEngine, LoraEngine):
                 continue
             kept.append((name, scaling))
         llama.use_adapters(opened)
+        assert self.scheduler is not None  # loaded: _check_idle said so
+        self.scheduler.clear_cache()  # what it holds was computed with the old weights
         self._loras = tuple(kept)
         return [name for name, _ in kept], failed
 

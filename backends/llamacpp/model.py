@@ -23,6 +23,10 @@ TOKEN_ATTR_CONTROL = 1 << 3  # llama_token_attr: LLAMA_TOKEN_ATTR_CONTROL
 TOKEN_ATTR_USER_DEFINED = 1 << 4
 
 
+class CacheFullError(GenerationError):
+    """``llama_decode`` found no room in the K/V cache (the cache is as it was before)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One token of a decode call: ``token`` at ``position`` of sequence ``slot``."""
@@ -210,7 +214,7 @@ class LlamaModel:
 
     def use_adapters(self, adapters: list[tuple[Any, float]]) -> None:
         """Apply ``adapters`` (opened, with their scales) in place of those in use, and free
-        those. The cache is cleared: what it holds was computed with the old weights."""
+        those. What the cache holds was computed with the old weights: the caller clears it."""
         ffi, lib = self.ffi, self.lib
         pointers = ffi.new("struct llama_adapter_lora *[]", [a for a, _ in adapters] or 1)
         scales = ffi.new("float[]", [s for _, s in adapters] or 1)
@@ -221,7 +225,6 @@ class LlamaModel:
             raise GenerationError(f"llama.cpp could not apply the LoRAs (status {status}).")
         self._free([a for a in self.adapters if a not in opened])
         self.adapters = opened
-        self.clear()
 
     def decode(self, entries: list[Entry]) -> torch.Tensor:
         """Run ``entries`` (at most ``batch_tokens``) through the model; the logits of those
@@ -238,7 +241,7 @@ class LlamaModel:
         batch.n_tokens = len(entries)
         status = self.lib.llama_decode(self.context, batch)
         if status == 1:
-            raise GenerationError("The K/V cache is full: raise cache_size, or send less at once.")
+            raise CacheFullError("The K/V cache is full: raise cache_size, or send less at once.")
         if status != 0:
             raise GenerationError(f"llama.cpp failed to decode (status {status}).")
         rows = self.lib.llama_get_logits(self.context)

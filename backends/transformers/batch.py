@@ -83,6 +83,8 @@ class Sequence:
     # A prompt with images is prefilled from its input embeddings (text and image features).
     prompt_embeds: torch.Tensor | None = None
     prefilled: int = 0
+    # Prompt tokens the engine found in its cache (llama.cpp's slots), fed no more.
+    cached_tokens: int = 0
     pending_token: int | None = None
     banned_at: dict[int, set[int]] = field(default_factory=dict)
     held_records: list[tuple[int, TokenLogprob | None]] = field(default_factory=list)
@@ -707,6 +709,7 @@ class BatchScheduler:
         chunk.stats = GenerationStats(
             prompt_tokens=len(sequence.request.prompt_ids),
             completion_tokens=sequence.generated,
+            cached_tokens=sequence.cached_tokens,
             queue_time=sequence.prefill_started - sequence.submitted_at,
             prefill_time=sequence.first_token_at - sequence.prefill_started,
             generate_time=now - sequence.first_token_at,
