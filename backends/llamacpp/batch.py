@@ -11,7 +11,8 @@ A slot keeps its cells when its sequence leaves. A new prompt takes the free slo
 tokens begin it the longest way (a chat's next turn resends the conversation so far) and is fed
 only from there, as llama.cpp's own server and KoboldCpp do; the tokens taken from the cache are
 the request's ``cached_tokens``. When the cache has no room for a pass, the free slots' cells
-are dropped and the pass runs again.
+are dropped and the pass runs again. A sequence starts only when the cache can hold it to its end
+beside the running ones; until then it waits.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from backends.transformers.batch import BatchScheduler, Sequence
 
 
 class LlamaCppScheduler(BatchScheduler):
-    def __init__(self, llama: LlamaModel, **settings: Any) -> None:
+    def __init__(self, llama: LlamaModel, cache_tokens: int, **settings: Any) -> None:
         super().__init__(model=None, device=torch.device("cpu"), **settings)
         self.llama = llama
+        self.cache_tokens = cache_tokens
         self._reset_cache()
 
     def clear_cache(self) -> None:
@@ -52,6 +54,20 @@ class LlamaCppScheduler(BatchScheduler):
         self._truncate(best, reused)
         sequence.prefilled = sequence.cached_tokens = reused
         return best
+
+    def _has_room(self, sequence: Sequence, taken: list[Sequence]) -> bool:
+        """A sequence starts only when the cache can hold every running one to its end (its
+        prompt and ``max_new_tokens``, counted as if no cells were shared) beside it, so none
+        fails half-way with a full cache; it waits for room instead. The tokens free slots
+        keep do not count: they are dropped when room is needed. Alone, a sequence always
+        starts (one longer than the cache then fails with the reason)."""
+        if sequence in self.slot_of:  # its prefill is under way: it was let in
+            return True
+        in_use = {*self.slot_of, *(member for s in taken for member in s.members)}
+        if not in_use:
+            return True
+        need = sum(_reserved(member) for member in [*in_use, *sequence.members])
+        return need <= self.cache_tokens
 
     def _release_slot(self, sequence: Sequence) -> None:
         """The slot is free again and keeps its cells for a prompt that begins with them."""
@@ -149,6 +165,11 @@ class LlamaCppScheduler(BatchScheduler):
     def _rewind(self, row: int, tokens: int) -> None:
         slot = self.slot_of[self.active[row]]
         self._truncate(slot, len(self.cached[slot]) - tokens)
+
+
+def _reserved(sequence: Sequence) -> int:
+    """The cache cells ``sequence`` may take by its end."""
+    return len(sequence.request.prompt_ids) + sequence.request.max_new_tokens
 
 
 def _common_prefix(cached: list[int], prompt: list[int], limit: int) -> int:

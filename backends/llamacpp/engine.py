@@ -75,6 +75,7 @@ class LlamaCppEngine(BatchedEngine, LoraEngine):
         self._special = await asyncio.to_thread(self._find_special_tokens, llama)
         self.scheduler = LlamaCppScheduler(
             llama,
+            cache_tokens=self._cache_size,
             decode=lambda ids: llama.detokenize(ids, special=True),
             **self._scheduler_settings(),
         )

@@ -377,13 +377,18 @@ class BatchScheduler:
         for _, _, sequence in sorted(ranked, key=lambda entry: entry[:2]):
             owner = sequence.request.owner
             need = len(sequence.members)
-            if need > free:
+            if need > free or not self._has_room(sequence, turns):
                 break
             if rows[owner] < self.owner_rows or sequence.prefill_cache is not None:
                 turns.append(sequence)
                 rows[owner] += need
                 free -= need
         return turns
+
+    def _has_room(self, sequence: Sequence, taken: list[Sequence]) -> bool:
+        """Whether the cache can hold ``sequence`` to its end beside the running ones and those
+        ``taken`` before it this turn (the transformers engine's cache grows as it needs)."""
+        return True
 
     def _short_prompts(self, turns: list[Sequence]) -> list[Sequence]:
         """Sequences (from the front of ``turns``) whose whole prompts fit in one pass."""

@@ -1,11 +1,13 @@
-"""The llama.cpp engine's slots keep their tokens: a prompt that begins with what a slot holds
-(the same prompt again, a chat's next turn) is fed only from there, answers as it would from
-an empty cache, and says so in ``cached_tokens``; a full cache drops those tokens, and a LoRA
-change forgets them."""
+"""The llama.cpp engine's cache: a slot keeps its tokens, so a prompt that begins with what it
+holds (the same prompt again, a chat's next turn) is fed only from there, answers as it would
+from an empty cache, and says so in ``cached_tokens``; a full cache drops those tokens, a LoRA
+change forgets them, and requests that would not fit together wait for room instead of
+failing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -27,6 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("prefix-cache")
     build_tiny_lora(DEFAULT_MODEL, base / "loras" / "smol-lora")
     config = {
+        "network": {"key_share": 1.0},  # one key may take every slot
         "model": {
             "model_dir": str(DEFAULT_GGUF_MODEL.parent),
             "model_name": DEFAULT_GGUF_MODEL.name,
@@ -116,3 +119,22 @@ def test_a_lora_change_forgets_the_cached_tokens(server: ServerProcess) -> None:
     assert cached(with_lora) == 0 and cached(after) == 0
     assert with_lora["choices"][0]["text"] != before["choices"][0]["text"]
     assert after["choices"][0]["text"] == before["choices"][0]["text"]
+
+
+def test_requests_that_do_not_fit_together_wait_for_room_and_all_answer(
+    server: ServerProcess,
+) -> None:
+    # Four prompts of about 300 tokens, each to grow by 100: 1600 cells in a cache of 1024.
+    # Two run while two wait; without that wait the cache filled half-way and every running
+    # request failed with a 500.
+    prompts = [f"{n} " + "the quick brown fox jumps over the lazy dog " * 30 for n in range(4)]
+
+    def ask(prompt: str) -> httpx.Response:
+        with server.client() as client:
+            body = {"prompt": prompt, "max_tokens": 100, "temperature": 0, "ignore_eos": True}
+            return client.post("/v1/completions", json=body)
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        answers = list(pool.map(ask, prompts))
+    assert [answer.status_code for answer in answers] == [200] * 4, answers[0].text
+    assert all(answer.json()["usage"]["completion_tokens"] == 100 for answer in answers)
