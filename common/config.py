@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "SERVAL_"
+# The default models' folders, as scripts/fetch_default_model.py writes them: the language model
+# as a HF folder and as its GGUF file as shipped, and the embedding model.
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-# The default model's GGUF file as shipped (scripts/fetch_default_model.py keeps both forms).
 DEFAULT_GGUF_MODEL_NAME = "SmolLM2-135M-Instruct-GGUF"
 DEFAULT_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 

